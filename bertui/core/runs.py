@@ -1,0 +1,445 @@
+"""Run directories: the contract between the worker process and every client.
+
+A run lives in ``<home>/runs/<run-id>/``::
+
+    config.toml    what to run (written once, by the client that creates the run)
+    status.json    state, pid, host, times, heartbeat, error (atomic replace, worker-owned)
+    events.jsonl   append-only event log, one JSON object a line
+    metrics.json   final numbers (atomic replace)
+    model/         the fine-tuned model + tokenizer (save_pretrained, safetensors)
+    checkpoints/   Trainer checkpoints, for resume
+    worker.log     the worker's stdout/stderr
+
+This module is light on purpose (no torch, no transformers): the TUI imports it at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EVENT_VERSION = 1
+STATES = ("queued", "running", "finished", "failed", "cancelled", "lost")
+ACTIVE_STATES = ("queued", "running")
+RESUMABLE_STATES = ("cancelled", "lost", "failed")
+# A worker rewrites status.json at least this often while it runs.
+HEARTBEAT_SECONDS = 2.0
+# A run whose heartbeat is older than this (and whose pid is gone or stale) is lost.
+STALE_AFTER_SECONDS = 30.0
+# A queued run whose worker never wrote a heartbeat is lost after this long.
+QUEUED_GRACE_SECONDS = 120.0
+
+
+class RunError(Exception):
+    """A problem with a run directory that a user can act on (one line)."""
+
+
+def bertui_home() -> Path:
+    """Where bertui keeps its runs: ``$BERTUI_HOME`` or the platform's user data dir."""
+    env = os.environ.get("BERTUI_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("bertui", appauthor=False))
+
+
+def runs_dir(home: Path | None = None) -> Path:
+    return (home or bertui_home()) / "runs"
+
+
+# --- atomic files -----------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: write a temp file, fsync, rename, fsync dir.
+
+    Readers see either the old or the new content, never a half-written file; on failure
+    (disk full, permissions) the old file is left untouched and the temp file is removed.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def make_event(type_: str, step: int = 0, **fields: Any) -> dict[str, Any]:
+    """An event as written to events.jsonl: every line has v, type, time and step."""
+    return {"v": EVENT_VERSION, "type": type_, "time": time.time(), "step": int(step), **fields}
+
+
+def append_event(path: Path, event: dict[str, Any]) -> None:
+    """Append one event as one line, in one write(2) on an O_APPEND descriptor."""
+    line = (json.dumps(event, separators=(",", ":"), default=_json_default) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+class EventReader:
+    """Incremental reader of an events.jsonl file.
+
+    ``read_new()`` returns the events appended since the last call. A last line without its
+    newline (the worker is half-way through writing it) is left for the next call; a line that
+    is not valid JSON is skipped and counted in ``bad_lines``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.bad_lines = 0
+
+    def read_new(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        events = []
+        for raw in chunk[: end + 1].splitlines():
+            if not raw.strip():
+                continue
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self.bad_lines += 1
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+            else:
+                self.bad_lines += 1
+        return events
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """All complete events of a file (a half-written last line is ignored)."""
+    return EventReader(path).read_new()
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def new_run_id(name: str | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True if ``pid`` is a live (non-zombie) process, and the same one that started at
+    ``started`` (a process create time) when that is given, so a reused pid is not mistaken
+    for the worker."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started is not None and abs(proc.create_time() - float(started)) > 2.0:
+            return False
+        return True
+    except Exception:  # NoSuchProcess, AccessDenied on another user's pid, no psutil
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@dataclass
+class Run:
+    """A run directory and what its files say (read once; call ``refresh`` to re-read)."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.id
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "worker.log"
+
+    @classmethod
+    def load(cls, path: Path) -> Run:
+        run = cls(Path(path))
+        run.refresh()
+        return run
+
+    def refresh(self) -> Run:
+        try:
+            self.config = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, tomllib.TOMLDecodeError):
+            self.config = {}
+        self.status = read_json(self.status_path, {}) or {}
+        return self
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.metrics_path, {}) or {}
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.events_path)
+
+    @property
+    def state(self) -> str:
+        """The state as a client should show it: a running or queued run whose worker is gone
+        (pid dead, or heartbeat stale and pid not verifiably alive) is ``lost``."""
+        state = self.status.get("state", "lost" if not self.config else "queued")
+        if state not in ACTIVE_STATES:
+            return state
+        now = time.time()
+        beat = self.status.get("heartbeat") or self.status.get("created") or 0
+        same_host = self.status.get("host") in (None, socket.gethostname())
+        pid = self.status.get("pid")
+        if same_host and pid:
+            if not pid_alive(pid, self.status.get("pid_started")):
+                return "lost"
+            if state == "running" and now - beat > STALE_AFTER_SECONDS * 4:
+                return "lost"  # alive but hung for minutes
+            return state
+        grace = QUEUED_GRACE_SECONDS if state == "queued" else STALE_AFTER_SECONDS
+        return "lost" if now - beat > grace else state
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def last_checkpoint(self) -> Path | None:
+        return last_checkpoint(self.checkpoints_dir)
+
+    def summary(self) -> dict[str, Any]:
+        """One row for ``bertui runs`` and the Runs screen."""
+        metrics = self.metrics()
+        status = self.status
+        before = (metrics.get("pretrained") or {}).get("accuracy")
+        probe = (metrics.get("probe") or {}).get("accuracy")
+        after = (metrics.get("finetuned") or {}).get("accuracy")
+        started = status.get("started") or status.get("created")
+        ended = status.get("ended")
+        duration = None
+        if started:
+            duration = (ended or (time.time() if self.is_active else started)) - started
+        train = metrics.get("train") or {}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.state,
+            "model": (self.config.get("model") or {}).get("spec"),
+            "dataset": (self.config.get("data") or {}).get("train"),
+            "accuracy_before": before,
+            "accuracy_probe": probe,
+            "accuracy_after": after,
+            "duration_s": round(duration, 1) if duration is not None else None,
+            "samples_per_s": train.get("train_samples_per_s") or status.get("samples_per_s"),
+            "created": status.get("created"),
+            "error": status.get("error"),
+            "path": str(self.path),
+        }
+
+
+def last_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder (one with trainer_state.json)."""
+    best: tuple[int, Path] | None = None
+    try:
+        entries = list(Path(checkpoints_dir).iterdir())
+    except FileNotFoundError:
+        return None
+    for entry in entries:
+        if not entry.name.startswith("checkpoint-") or not entry.is_dir():
+            continue
+        try:
+            step = int(entry.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if not (entry / "trainer_state.json").exists():
+            continue
+        if best is None or step > best[0]:
+            best = (step, entry)
+    return best[1] if best else None
+
+
+def create_run(config: dict[str, Any], home: Path | None = None) -> Run:
+    """Create a new, private (0700) run directory with its config.toml and a queued status.
+
+    Run ids never collide: the directory is made with mkdir, which fails if it exists.
+    """
+    import tomli_w
+
+    root = runs_dir(home)
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise RunError(f"cannot create the runs folder {root}: {exc.strerror or exc}") from exc
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write to the runs folder {root}: permission denied")
+    for _ in range(100):
+        run_id = new_run_id()
+        path = root / run_id
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunError(f"cannot create a run folder in {root}: {exc.strerror or exc}") from exc
+        break
+    else:  # pragma: no cover - 100 collisions of a 24-bit random suffix in one second
+        raise RunError("could not find a free run id")
+    os.chmod(path, 0o700)
+    config = {"name": config.get("name") or run_id, **{k: v for k, v in config.items() if k != "name"}}
+    try:
+        atomic_write_text(path / "config.toml", tomli_w.dumps(_toml_clean(config)))
+        atomic_write_json(
+            path / "status.json",
+            {"state": "queued", "created": time.time(), "host": socket.gethostname()},
+        )
+    except OSError as exc:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        raise RunError(f"cannot write the run folder {path}: {exc.strerror or exc}") from exc
+    return Run.load(path)
+
+
+def _toml_clean(obj: Any) -> Any:
+    """TOML has no null: drop None values (readers treat missing as default)."""
+    if isinstance(obj, dict):
+        return {str(k): _toml_clean(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_toml_clean(v) for v in obj if v is not None]
+    return obj
+
+
+def list_runs(home: Path | None = None) -> list[Run]:
+    """Every run under the home folder, newest first."""
+    root = runs_dir(home)
+    try:
+        paths = [p for p in root.iterdir() if p.is_dir() and (p / "config.toml").exists()]
+    except FileNotFoundError:
+        return []
+    return sorted((Run.load(p) for p in paths), key=lambda r: r.id, reverse=True)
+
+
+def iter_active(home: Path | None = None) -> Iterator[Run]:
+    return (run for run in list_runs(home) if run.is_active)
+
+
+def find_run(ref: str, home: Path | None = None) -> Run:
+    """A run by id, unique id prefix, name, or path to its directory."""
+    candidate = Path(ref).expanduser()
+    if candidate.is_dir() and (candidate / "config.toml").exists():
+        return Run.load(candidate)
+    runs = list_runs(home)
+    exact = [r for r in runs if r.id == ref or r.name == ref]
+    if len(exact) == 1:
+        return exact[0]
+    matches = exact or [r for r in runs if r.id.startswith(ref)]
+    if not matches:
+        raise RunError(f"no run '{ref}' under {runs_dir(home)}")
+    if len(matches) > 1:
+        ids = ", ".join(r.id for r in matches[:4])
+        raise RunError(f"'{ref}' matches {len(matches)} runs ({ids}); give more of the id")
+    return matches[0]
+
+
+def delete_run(run: Run) -> None:
+    """Remove a run directory. An active run must be cancelled first."""
+    import shutil
+
+    if run.refresh().is_active:
+        raise RunError(f"run {run.id} is still {run.state}; cancel it first")
+    shutil.rmtree(run.path)
