@@ -1,0 +1,399 @@
+"""Entry points: ``bertui`` (the terminal app) and the headless ``bertui train|runs|predict|...``.
+
+Exit codes: 0 finished / ok, 1 failed, 2 bad input (one line on stderr, no traceback),
+130 cancelled. Heavy libraries (torch, transformers) are imported only by the commands that
+need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+STATE_EXIT = {"finished": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED,
+              "lost": EXIT_FAILED}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="bertui", description="Fine-tune BERT classifiers and compare them with the "
+               "pre-trained model. With no command, opens the terminal app.")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
+
+    t = sub.add_parser("train", help="start a fine-tuning run (and follow it)")
+    t.add_argument("--model", default="default", help="'default', a local folder or a hub id")
+    t.add_argument("--dataset", default="demo", help="'demo', a csv/tsv/json/jsonl/parquet file "
+                   "or a hub dataset ID[:CONFIG][@SPLIT]")
+    t.add_argument("--eval-dataset", help="a separate eval file or dataset (or @SPLIT)")
+    t.add_argument("--eval-split", help="eval split of a hub dataset")
+    t.add_argument("--split", help="train split of a hub dataset (default: train)")
+    t.add_argument("--holdout", type=number, default=0.2,
+                   help="fraction held out for eval when there is no eval data (default 0.2)")
+    t.add_argument("--text-column")
+    t.add_argument("--label-column")
+    t.add_argument("--epochs", type=number, default=3.0)
+    t.add_argument("--lr", type=number, dest="learning_rate",
+                   help="learning rate (default: by model size, 1e-4 for MiniLM)")
+    t.add_argument("--batch-size", type=positive_int, help="default 16 on CPU, 64 on GPU")
+    t.add_argument("--max-length", type=positive_int, default=128)
+    t.add_argument("--max-train-samples", type=positive_int)
+    t.add_argument("--max-eval-samples", type=positive_int)
+    t.add_argument("--seed", type=positive_int, default=0)
+    t.add_argument("--precision", default="auto", help="auto|bf16|fp16|fp32")
+    t.add_argument("--no-probe", dest="probe", action="store_false", help="skip the linear probe")
+    t.add_argument("--name")
+    t.add_argument("--auto-batch-size", action="store_true",
+                   help="on out-of-memory, retry with a smaller batch")
+    t.add_argument("--checkpoint-minutes", type=number, default=2.0,
+                   help="save a checkpoint at least this often (default 2; 0 = each epoch only)")
+    t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
+    t.add_argument("--torch-compile", action="store_true")
+    t.add_argument("--no-events", dest="monitor_events", action="store_false",
+                   help="write only the essential events (for overhead measurements)")
+    t.add_argument("--no-telemetry", dest="monitor_telemetry", action="store_false")
+    t.add_argument("--allow-pickle", action="store_true",
+                   help="allow pickled (*.bin) weights, which can run code when loaded")
+    t.add_argument("--trust-remote-code", action="store_true",
+                   help="run code from the model repository (only for repositories you trust)")
+    t.add_argument("--detach", action="store_true", help="print the run id and return at once")
+    t.add_argument("--json", action="store_true", help="print metrics.json at the end")
+    t.add_argument("--quiet", action="store_true", help="no progress display")
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="classify texts with a run's three models")
+    pr.add_argument("run")
+    pr.add_argument("texts", nargs="+", metavar="TEXT")
+    pr.add_argument("--json", action="store_true")
+
+    for name, text in (("cancel", "stop a run at its next step (checkpoint saved)"),
+                       ("resume", "continue a cancelled or lost run from its last checkpoint"),
+                       ("show", "open the terminal app on a run"),
+                       ("delete", "delete a run directory")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("run")
+        if name == "resume":
+            c.add_argument("--detach", action="store_true")
+            c.add_argument("--json", action="store_true")
+            c.add_argument("--quiet", action="store_true")
+        if name == "cancel":
+            c.add_argument("--wait", type=number, default=30.0,
+                           help="seconds to wait for the worker to stop (default 30)")
+
+    m = sub.add_parser("models", help="list the models bertui can use here")
+    m.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        return dispatch(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bertui: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # noqa: BLE001 - the one place where anything becomes one line
+        from bertui.core.errors import BadInput
+        from bertui.core.runs import RunError
+
+        if isinstance(exc, (BadInput, RunError)):
+            print(f"bertui: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(exc, OSError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"bertui: {exc.strerror or exc}{where}", file=sys.stderr)
+            return EXIT_BAD_INPUT if exc.errno in (13, 28, 30) else EXIT_FAILED
+        if os.environ.get("BERTUI_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"bertui: {type(exc).__name__}: {first} (BERTUI_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command is None:
+        return open_app(None)
+    return globals()[f"cmd_{command}"](args)
+
+
+def open_app(run_ref: str | None) -> int:
+    from bertui.tui.app import make_app
+
+    app = make_app(show_run=run_ref)
+    app.run()
+    return int(getattr(app, "return_code", 0) or 0)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bertui.core.hub import go_offline_if_unreachable
+    from bertui.core.launch import RunOptions, build_config, start_run, validate_options
+
+    fields = RunOptions.__dataclass_fields__
+    options = RunOptions(**{k: v for k, v in vars(args).items() if k in fields and k != "dataset"},
+                         dataset=args.dataset)
+    validate_options(options)  # cheap checks before anything slow
+    go_offline_if_unreachable()
+    config = build_config(options)
+    run = start_run(config)
+    if args.detach:
+        print(run.id)
+        return EXIT_OK
+    return follow(run, as_json=args.json, quiet=args.quiet)
+
+
+def follow(run: Any, *, as_json: bool = False, quiet: bool = False) -> int:
+    """Follow a run until it ends: one live progress line on stderr; Ctrl-C cancels the run."""
+    from bertui.core.launch import cancel_run
+    from bertui.core.runs import EventReader
+
+    reader = EventReader(run.events_path)
+    tty = sys.stderr.isatty()
+    show = not quiet
+    if show:
+        print(f"run {run.id}  (folder {run.path})", file=sys.stderr)
+    last_line, last_print = "", 0.0
+    phase, progress, last_eval = "starting", {}, None
+    try:
+        while True:
+            for event in reader.read_new():
+                kind = event.get("type")
+                if kind == "phase":
+                    phase = event.get("name", phase)
+                elif kind == "progress":
+                    progress = event
+                elif kind == "eval":
+                    last_eval = event
+                elif kind == "baseline" and show:
+                    print(f"\r{_clear(tty)}{event['name']}: accuracy {event['accuracy']:.4f}",
+                          file=sys.stderr)
+                elif kind == "log" and event.get("level") == "warning" and show:
+                    print(f"\r{_clear(tty)}warning: {event.get('message')}", file=sys.stderr)
+            state = run.refresh().state
+            if show:
+                line = progress_line(phase, progress, last_eval)
+                now = time.time()
+                if tty and line != last_line:
+                    print(f"\r{_clear(tty)}{line}", end="", file=sys.stderr, flush=True)
+                elif not tty and (line != last_line and now - last_print > 10):
+                    print(line, file=sys.stderr, flush=True)
+                    last_print = now
+                last_line = line
+            if state not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print(f"\r{_clear(tty)}cancelling {run.id} (checkpoint is saved)…", file=sys.stderr)
+        try:
+            cancel_run(run, wait=60)
+        except Exception:
+            pass
+        state = run.refresh().state
+    if show and tty:
+        print(file=sys.stderr)
+    return finish_report(run, state, as_json=as_json, quiet=quiet)
+
+
+def _clear(tty: bool) -> str:
+    return "\x1b[2K" if tty else ""
+
+
+def progress_line(phase: str, progress: dict[str, Any], last_eval: dict[str, Any] | None) -> str:
+    if phase != "training" or not progress:
+        return f"{phase}…"
+    step, total = progress.get("step", 0), progress.get("total_steps") or 0
+    pct = 100 * step / total if total else 0
+    eta = progress.get("eta_s")
+    parts = [f"training {pct:5.1f}% step {step}/{total}",
+             f"epoch {progress.get('epoch') or 0:.2f}",
+             f"{progress.get('samples_per_s', 0):.1f} samples/s"]
+    if eta is not None:
+        parts.append(f"ETA {format_seconds(eta)}")
+    if last_eval and last_eval.get("accuracy") is not None:
+        parts.append(f"eval acc {last_eval['accuracy']:.4f}")
+    return "  ".join(parts)
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def finish_report(run: Any, state: str, *, as_json: bool, quiet: bool) -> int:
+    metrics = run.metrics()
+    if state == "finished":
+        if as_json:
+            print(json.dumps(metrics, indent=2))
+        elif not quiet:
+            print(summary_text(metrics), file=sys.stderr)
+        return EXIT_OK
+    error = run.status.get("error")
+    if state == "failed":
+        print(f"bertui: run {run.id} failed: {error or 'see ' + str(run.log_path)}", file=sys.stderr)
+        print(f"bertui: full log: {run.log_path}", file=sys.stderr) if not error else None
+    elif state == "cancelled":
+        print(f"bertui: run {run.id} cancelled; 'bertui resume {run.id}' continues it",
+              file=sys.stderr)
+    elif state == "lost":
+        print(f"bertui: run {run.id} lost (its worker died); 'bertui resume {run.id}' continues it",
+              file=sys.stderr)
+    if as_json and metrics:
+        print(json.dumps(metrics, indent=2))
+    return STATE_EXIT.get(state, EXIT_FAILED)
+
+
+def summary_text(metrics: dict[str, Any]) -> str:
+    rows = []
+    for name, title in (("pretrained", "pre-trained"), ("probe", "linear probe"),
+                        ("finetuned", "fine-tuned")):
+        m = metrics.get(name)
+        if m:
+            note = f"  ({m['note']})" if name == "pretrained" and m.get("note") else ""
+            rows.append(f"  {title:<13} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{note}")
+    train = metrics.get("train") or {}
+    if train:
+        rows.append(f"  training: {train.get('train_samples_per_s')} samples/s, "
+                    f"{train.get('train_seconds')} s on {train.get('device')}")
+    return "\n".join(rows)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from bertui.core.runs import list_runs
+
+    rows = [run.summary() for run in list_runs()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no runs yet: 'bertui train' or 'bertui' starts one", file=sys.stderr)
+        return EXIT_OK
+    print(f"{'ID':<23} {'NAME':<20} {'STATUS':<9} {'MODEL':<18} {'DATASET':<22} "
+          f"{'ACC BEFORE→AFTER':<17} {'TIME':>8} {'SAMPLES/S':>9}")
+    for r in rows:
+        acc = f"{_pct(r['accuracy_before'])} → {_pct(r['accuracy_after'])}"
+        print(f"{r['id']:<23} {_cut(r['name'], 20):<20} {r['status']:<9} {_cut(r['model'], 18):<18} "
+              f"{_cut(Path(str(r['dataset'])).name, 22):<22} {acc:<17} "
+              f"{format_seconds(r['duration_s']):>8} {r['samples_per_s'] or '-':>9}")
+    return EXIT_OK
+
+
+def _pct(value: float | None) -> str:
+    return "  -  " if value is None else f"{100 * value:.1f}%"
+
+
+def _cut(text: Any, width: int) -> str:
+    text = str(text or "-")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from bertui.core.predict import RunPredictor
+    from bertui.core.runs import find_run
+
+    run = find_run(args.run)
+    results = RunPredictor(run).load().predict(args.texts)
+    if args.json:
+        print(json.dumps([{"text": t, **r} for t, r in zip(args.texts, results)], indent=2))
+        return EXIT_OK
+    for text, result in zip(args.texts, results):
+        print(text)
+        labels = {r["label"] for r in result.values()}
+        for name, r in result.items():
+            probs = "  ".join(f"{k} {v:.3f}" for k, v in r["probs"].items())
+            mark = "  *" if len(labels) > 1 else ""
+            print(f"  {name:<11} {r['label']:<16} {probs}{mark}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from bertui.core.launch import cancel_run
+    from bertui.core.runs import find_run
+
+    run = find_run(args.run)
+    stopped = cancel_run(run, wait=args.wait)
+    state = run.refresh().state
+    print(f"run {run.id}: {state}" + ("" if stopped else " (still stopping)"), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from bertui.core.launch import resume_run
+    from bertui.core.runs import find_run
+
+    run = resume_run(find_run(args.run))
+    if args.detach:
+        print(run.id)
+        return EXIT_OK
+    return follow(run, as_json=args.json, quiet=args.quiet)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from bertui.core.runs import find_run
+
+    run = find_run(args.run)  # a bad id is a one-line error before any screen opens
+    return open_app(run.id)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from bertui.core.runs import delete_run, find_run
+
+    run = find_run(args.run)
+    delete_run(run)
+    print(f"deleted run {run.id}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from bertui.core.models import list_cached_models, model_info, resolve_model
+
+    rows = [model_info(resolve_model("default"))] + list_cached_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        size = row.get("size_bytes") or 0
+        print(f"{row['spec']:<40} {row.get('model_type') or '':<12} {size / 1e6:8.1f} MB")
+    return EXIT_OK

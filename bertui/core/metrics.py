@@ -1,0 +1,97 @@
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix.
+
+Accuracy and macro-F1 come from the ``evaluate`` library's metric modules where they can be
+loaded (hub or local cache); otherwise, and for everything else, from scikit-learn. Which one
+was used is recorded; a missing metric module never fails a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_evaluate_modules: tuple[Any, Any] | None | bool = False  # False = not tried yet
+
+
+def _load_evaluate() -> tuple[Any, Any] | None:
+    global _evaluate_modules
+    if _evaluate_modules is False:
+        try:
+            from bertui.core.hub import go_offline_if_unreachable
+
+            go_offline_if_unreachable()
+            import evaluate
+
+            _evaluate_modules = (evaluate.load("accuracy"), evaluate.load("f1"))
+        except Exception:  # offline and not cached, or any loader problem
+            _evaluate_modules = None
+    return _evaluate_modules  # type: ignore[return-value]
+
+
+def classification_report(
+    y_true: list[int], y_pred: list[int], labels: list[str], *, use_evaluate: bool = True
+) -> dict[str, Any]:
+    """The metrics bertui stores for one model on one eval split."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    y_true_a, y_pred_a = np.asarray(y_true), np.asarray(y_pred)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true_a, y_pred_a, labels=ids, zero_division=0
+    )
+    accuracy = float((y_true_a == y_pred_a).mean()) if len(y_true_a) else 0.0
+    # Macro-F1 over the classes present in the eval data (true or predicted), as sklearn does.
+    present = sorted(set(y_true) | set(y_pred))
+    macro_f1 = float(np.mean([f1[i] for i in present])) if present else 0.0
+    backend = "scikit-learn"
+    modules = _load_evaluate() if use_evaluate else None
+    if modules is not None:
+        try:
+            acc_mod, f1_mod = modules
+            accuracy = float(acc_mod.compute(predictions=y_pred, references=y_true)["accuracy"])
+            macro_f1 = float(
+                f1_mod.compute(predictions=y_pred, references=y_true, average="macro")["f1"]
+            )
+            backend = "evaluate"
+        except Exception:
+            backend = "scikit-learn"
+    return {
+        "accuracy": accuracy,
+        "macro_f1": macro_f1,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y_true_a, y_pred_a, labels=ids).tolist(),
+        "backend": backend,
+    }
+
+
+def misclassified(
+    texts: list[str],
+    y_true: list[int],
+    probs: Any,
+    labels: list[str],
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Eval examples a model gets wrong, most confident mistakes first."""
+    import numpy as np
+
+    probs = np.asarray(probs)
+    pred = probs.argmax(-1)
+    wrong = [i for i in range(len(texts)) if pred[i] != y_true[i]]
+    wrong.sort(key=lambda i: -float(probs[i, pred[i]]))
+    return [
+        {
+            "text": texts[i],
+            "label": labels[y_true[i]],
+            "predicted": labels[int(pred[i])],
+            "confidence": round(float(probs[i, pred[i]]), 4),
+        }
+        for i in wrong[:limit]
+    ]

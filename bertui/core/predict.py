@@ -1,0 +1,108 @@
+"""Classify texts with a run's three models: pre-trained, linear probe, fine-tuned.
+
+The pre-trained model is rebuilt exactly as it was measured: the base encoder from the run's
+model spec plus the seeded head saved in ``pretrained_head.safetensors``. The pre-trained
+model and the probe share one forward pass (the probe reads its mean-pooled features).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bertui.core.errors import BadInput
+from bertui.core.runs import Run
+
+MODEL_NAMES = ("pretrained", "probe", "finetuned")
+
+
+class RunPredictor:
+    """Load a run's models once (``load()``, slow: call it off the UI thread), then
+    ``predict(texts)`` in batches."""
+
+    def __init__(self, run: Run | Path | str, max_length: int | None = None) -> None:
+        self.run = run if isinstance(run, Run) else Run.load(Path(run))
+        self.max_length = max_length or int(self.run.config.get("train", {}).get("max_length", 128))
+        self.base: Any = None
+        self.finetuned: Any = None
+        self.probe: dict[str, Any] | None = None
+        self.tokenizer: Any = None
+        self.labels: list[str] = []
+
+    @property
+    def model_names(self) -> list[str]:
+        names = []
+        if self.base is not None:
+            names.append("pretrained")
+        if self.probe is not None:
+            names.append("probe")
+        if self.finetuned is not None:
+            names.append("finetuned")
+        return names
+
+    def load(self) -> RunPredictor:
+        import torch
+        from safetensors.numpy import load_file as load_numpy
+        from safetensors.torch import load_file
+
+        from bertui.core import models
+        from bertui.core.engine import HEAD_FILE, PROBE_FILE
+
+        torch.set_grad_enabled(False)
+        run = self.run.refresh()
+        mcfg = run.config.get("model", {})
+        trust = bool(mcfg.get("trust_remote_code", False))
+        allow_pickle = bool(mcfg.get("allow_pickle", False))
+        id2label = {int(k): v for k, v in run.config.get("labels", {}).get("id2label", {}).items()}
+        if not id2label:
+            raise BadInput(f"run {run.id} has no label map in its config.toml")
+        self.labels = [id2label[i] for i in sorted(id2label)]
+        if (run.model_dir / "config.json").exists():
+            self.finetuned = models.load_classifier(run.model_dir, trust_remote_code=trust).eval()
+            self.tokenizer = models.load_tokenizer(run.model_dir, trust_remote_code=trust)
+        head_path = run.path / HEAD_FILE
+        if head_path.exists():
+            source = models.resolve_model(mcfg.get("spec", "default"), allow_pickle=allow_pickle,
+                                          trust_remote_code=trust, download=False)
+            if source.path is None:
+                raise BadInput(f"the base model {source.spec} is not on this machine")
+            base = models.load_classifier(source.path, id2label=id2label, allow_pickle=allow_pickle,
+                                          trust_remote_code=trust)
+            base.load_state_dict(load_file(str(head_path)), strict=False)
+            self.base = base.eval()
+            if self.tokenizer is None:
+                self.tokenizer = models.load_tokenizer(source.path, trust_remote_code=trust)
+            probe_path = run.path / PROBE_FILE
+            if probe_path.exists():
+                self.probe = load_numpy(str(probe_path))
+        if self.tokenizer is None:
+            raise BadInput(f"run {run.id} has no model to predict with yet")
+        return self
+
+    def predict(self, texts: list[str]) -> list[dict[str, dict[str, Any]]]:
+        """For each text: {model name: {"label": str, "probs": {label: p}}}."""
+        from bertui.core.training import Encoded, batched_forward, probe_probs
+
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length,
+                             return_attention_mask=False, return_token_type_ids=False)
+        encoded = Encoded(enc["input_ids"], [0] * len(texts))
+        pad = self.tokenizer.pad_token_id or 0
+        out: dict[str, Any] = {}
+        if self.base is not None:
+            probs, feats = batched_forward(self.base, encoded, pad, features=self.probe is not None)
+            out["pretrained"] = probs
+            if self.probe is not None:
+                out["probe"] = probe_probs(self.probe, feats)
+        if self.finetuned is not None:
+            out["finetuned"] = batched_forward(self.finetuned, encoded, pad)[0]
+        results = []
+        for i in range(len(texts)):
+            row = {}
+            for name in MODEL_NAMES:
+                if name in out:
+                    p = out[name][i]
+                    row[name] = {"label": self.labels[int(p.argmax())],
+                                 "probs": {lab: round(float(p[j]), 4) for j, lab in enumerate(self.labels)}}
+            results.append(row)
+        return results

@@ -1,0 +1,130 @@
+"""Hardware telemetry: GPUs through NVML (nvidia-ml-py), CPU and RAM through psutil.
+
+``sample()`` returns one plain dict (the payload of a ``telemetry`` event). ``Sampler`` runs it
+in a daemon thread at most once a second and hands each sample to a callback. No GPU, no NVML
+driver, or a GPU that stops answering: the GPU list is empty and nothing raises.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_nvml_state: bool | None = None  # None = not tried, True = ready, False = unavailable
+_nvml_lock = threading.Lock()
+
+
+def _nvml():
+    global _nvml_state
+    with _nvml_lock:
+        if _nvml_state is None:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                _nvml_state = True
+            except Exception:
+                _nvml_state = False
+        if not _nvml_state:
+            return None
+        import pynvml
+
+        return pynvml
+
+
+def gpu_samples(pid: int | None = None) -> list[dict[str, Any]]:
+    """Utilisation, memory, temperature and power of each GPU, plus the memory that process
+    ``pid`` (default: this one) holds on it."""
+    nv = _nvml()
+    if nv is None:
+        return []
+    pid = pid or os.getpid()
+    gpus = []
+    try:
+        count = nv.nvmlDeviceGetCount()
+    except Exception:
+        return []
+    for index in range(count):
+        entry: dict[str, Any] = {"index": index}
+        try:
+            handle = nv.nvmlDeviceGetHandleByIndex(index)
+        except Exception:
+            continue
+        for key, read in (
+            ("name", lambda h: nv.nvmlDeviceGetName(h)),
+            ("util", lambda h: nv.nvmlDeviceGetUtilizationRates(h).gpu),
+            ("mem_used", lambda h: nv.nvmlDeviceGetMemoryInfo(h).used),
+            ("mem_total", lambda h: nv.nvmlDeviceGetMemoryInfo(h).total),
+            ("temp", lambda h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+            ("power", lambda h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
+            ("power_limit", lambda h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
+        ):
+            try:
+                value = read(handle)
+                entry[key] = value.decode() if isinstance(value, bytes) else value
+            except Exception:
+                entry[key] = None
+        entry["proc_mem"] = _process_gpu_memory(nv, handle, pid)
+        gpus.append(entry)
+    return gpus
+
+
+def _process_gpu_memory(nv, handle, pid: int) -> int | None:
+    try:
+        procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
+    except Exception:
+        return None
+    for proc in procs:
+        if proc.pid == pid:
+            used = getattr(proc, "usedGpuMemory", None)
+            return int(used) if used is not None else None
+    return 0
+
+
+def sample(pid: int | None = None) -> dict[str, Any]:
+    """One telemetry reading: CPU %, RAM used/total, the process's RSS, and each GPU."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    try:
+        rss = psutil.Process(pid or os.getpid()).memory_info().rss
+    except Exception:
+        rss = None
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "ram_used": vm.total - vm.available,
+        "ram_total": vm.total,
+        "rss": rss,
+        "gpus": gpu_samples(pid),
+    }
+
+
+class Sampler:
+    """Calls ``callback(sample())`` every ``interval`` seconds (≥ 1 s) in a daemon thread."""
+
+    def __init__(self, callback: Callable[[dict[str, Any]], None], interval: float = 2.0) -> None:
+        self.callback = callback
+        self.interval = max(1.0, interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bertui-telemetry", daemon=True)
+
+    def start(self) -> Sampler:
+        import psutil
+
+        psutil.cpu_percent(interval=None)  # prime: the first reading is against this moment
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.callback(sample())
+            except Exception:  # telemetry must never take a run down
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Reusable widgets: charts, the confusion matrix, the hardware panel, the classifier pane."""

@@ -1,0 +1,1 @@
+"""Theme files shipped with bertui (YAML, validated into textual.theme.Theme)."""
