@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
-from bertui.core.runs import RESUMABLE_STATES, Run, RunError, create_run
+from bertui.core.runs import RESUMABLE_STATES, Run, RunError, atomic_write_json, create_run
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -165,6 +165,11 @@ def resume_run(run: Run) -> Run:
         raise RunError(f"run {run.id} already finished; nothing to resume")
     if state not in RESUMABLE_STATES:
         raise RunError(f"run {run.id} is {state}; only cancelled, lost or failed runs resume")
+    # Queued again before the worker starts, so that a client polling right away does not
+    # read the old ending. The worker owns status.json from its first heartbeat on.
+    status = {**run.status, "state": "queued", "error": None, "ended": None, "pid": None,
+              "heartbeat": time.time()}
+    atomic_write_json(run.status_path, status)
     spawn(run.path, resume=True)
     return run.refresh()
 

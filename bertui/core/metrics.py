@@ -12,13 +12,27 @@ from typing import Any
 _evaluate_modules: tuple[Any, Any] | None | bool = False  # False = not tried yet
 
 
+def _evaluate_cached() -> bool:
+    """Are evaluate's accuracy and f1 modules in the local modules cache? (Checked without
+    importing evaluate, whose import alone takes seconds.)"""
+    import os
+    from pathlib import Path
+
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    cache = Path(os.environ.get("HF_MODULES_CACHE", home / "modules")) / "evaluate_modules"
+    metrics = cache / "metrics"
+    return all(any(metrics.glob(f"*--{name}")) for name in ("accuracy", "f1"))
+
+
 def _load_evaluate() -> tuple[Any, Any] | None:
     global _evaluate_modules
     if _evaluate_modules is False:
         try:
             from bertui.core.hub import go_offline_if_unreachable
 
-            go_offline_if_unreachable()
+            if not go_offline_if_unreachable() and not _evaluate_cached():
+                _evaluate_modules = None  # offline and not cached: scikit-learn it is
+                return None
             import evaluate
 
             _evaluate_modules = (evaluate.load("accuracy"), evaluate.load("f1"))

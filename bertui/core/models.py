@@ -319,9 +319,18 @@ def default_learning_rate(hidden_size: int | None) -> float:
     return 2e-5
 
 
+def quiet_transformers() -> None:
+    """No progress bars or info chatter from transformers in a worker log or CLI output."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
 
 
@@ -340,6 +349,7 @@ def load_classifier(
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    quiet_transformers()
     extra: dict[str, Any] = dict(kwargs)
     if id2label is not None:
         extra.update(

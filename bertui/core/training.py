@@ -338,7 +338,7 @@ def make_training_args(hyper: Hyper, device: Device, output_dir: Path, n_train: 
         bf16=device.precision == "bf16",
         fp16=device.precision == "fp16",
         tf32=True if cuda else None,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim="adamw_torch_fused",  # fused AdamW: also the fastest on CPU (torch ≥ 2.4)
         dataloader_pin_memory=cuda,
         dataloader_num_workers=2 if cuda else 0,
         dataloader_persistent_workers=cuda,

@@ -72,3 +72,17 @@ def one_line(text: str, width: int | None = None) -> str:
     if width is not None and len(text) > width:
         return text[: max(0, width - 1)] + "…"
     return text
+
+
+def short_timestamp(epoch: float | None) -> str:
+    """A wall time as MM-DD HH:MM in local time."""
+    if not epoch:
+        return "—"
+    return time.strftime("%m-%d %H:%M", time.localtime(epoch))
+
+
+def clock_time(epoch: float | None) -> str:
+    """A wall time as HH:MM:SS in local time."""
+    if not epoch:
+        return "--:--:--"
+    return time.strftime("%H:%M:%S", time.localtime(epoch))

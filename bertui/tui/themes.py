@@ -142,3 +142,13 @@ def _solid(variables: Mapping[str, str], value: str) -> Color:
             background = Color(0, 0, 0)
         color = background + color
     return color
+
+
+STATE_COLORS = {"running": "primary", "queued": "primary", "finished": "success",
+                "failed": "error", "cancelled": "warning", "lost": "warning"}
+
+
+def state_style(variables: Mapping[str, str], state: str) -> str:
+    """A Rich style for a run state (running, finished, failed, …) in the current theme."""
+    color = theme_color(variables, STATE_COLORS.get(state, "foreground"))
+    return f"bold {color}" if state in ("running", "failed", "lost") else color

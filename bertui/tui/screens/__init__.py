@@ -1,0 +1,1 @@
+"""The screens of bertui: New run, Monitor, Compare, Runs, and the confirmation modal."""

@@ -40,9 +40,9 @@ class ConfusionMatrix(Static):
         good = theme_color(variables, "success")
         bad = theme_color(variables, "error")
         muted = theme_color(variables, "foreground-muted")
-        table = Table(title=self.title, title_justify="left", box=None, padding=(0, 1),
-                      show_edge=False, header_style=f"bold {muted}")
-        table.add_column("true \\ predicted", style=muted, no_wrap=True)
+        table = Table(title=Text(self.title, style="bold"), title_justify="left", box=None,
+                      padding=(0, 1), show_edge=False, header_style=f"bold {muted}")
+        table.add_column("", style=muted, no_wrap=True)
         width = 10
         for label in self.labels:
             table.add_column(one_line(label, width), justify="right", no_wrap=True)

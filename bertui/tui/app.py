@@ -1,0 +1,157 @@
+"""The bertui application: builds the App (``make_app``), holds the navigation between the
+screens (New run, Monitor, Compare, Runs), loads the themes and remembers the chosen one.
+
+Start-up imports only Textual and bertui's light modules (no torch, no transformers): the
+first screen is drawn before any model or dataset is read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from bertui.core.runs import Run, RunError, find_run, list_runs, runs_dir
+from bertui.tui.commands import ActionsProvider, ThemesProvider
+from bertui.tui.settings import Settings, config_dir
+from bertui.tui.themes import DEFAULT_THEME, builtin_themes, user_themes
+
+
+class BertuiApp(App):
+    """See the module docstring. Build it with :func:`make_app`."""
+
+    TITLE = "bertui"
+    CSS_PATH = "bertui.tcss"
+    COMMANDS = App.COMMANDS | {ActionsProvider, ThemesProvider}
+    BINDINGS = [
+        Binding("ctrl+n", "new_run", "New run", priority=True),
+        Binding("ctrl+r", "show_runs", "Runs", priority=True),
+        Binding("ctrl+t", "change_theme", "Theme"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, *, home: Path | None = None, show_run: str | None = None,
+                 config_path: Path | None = None,
+                 predictor_factory: Callable[[Path], Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.home = Path(home) if home is not None else None
+        self.show_run = show_run
+        self.config_path = Path(config_path) if config_path is not None else config_dir()
+        self.settings = Settings(self.config_path)
+        self.predictor_factory = predictor_factory
+        self.clock = clock
+        self.theme_problems: list[str] = []
+        self._themes_ready = False
+        self._register_themes()
+
+    @property
+    def runs_folder(self) -> Path:
+        return runs_dir(self.home)
+
+    # --- themes -------------------------------------------------------------------------------
+
+    def _register_themes(self) -> None:
+        for theme in builtin_themes():
+            self.register_theme(theme)
+        themes, problems = user_themes(self.config_path)
+        for theme in themes:
+            self.register_theme(theme)
+        self.theme_problems = problems
+        wanted = self.settings.theme or DEFAULT_THEME
+        if wanted not in self.available_themes:
+            self.theme_problems.append(f"theme '{wanted}' is not available; using {DEFAULT_THEME}")
+            wanted = DEFAULT_THEME
+        self.theme = wanted
+        self._themes_ready = True
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Our own theme variables, for themes that do not set them (Textual's built-ins).
+        return {"chart-train": "#5fa8ff", "chart-eval": "#ffb454",
+                "model-pretrained": "#8b95a5", "model-probe": "#b48cff",
+                "model-finetuned": "#7fd88f"}
+
+    def watch_theme(self, name: str) -> None:
+        if self._themes_ready and name != self.settings.theme:
+            problem = self.settings.set_theme(name)
+            if problem:
+                self.notify(problem, severity="warning")
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        for problem in self.theme_problems:
+            self.notify(problem, title="Theme", severity="warning", timeout=8)
+        if self.show_run:
+            try:
+                run = find_run(self.show_run, self.home)
+            except RunError as exc:
+                self.notify(str(exc), title="No such run", severity="error")
+                self.action_show_runs()
+                return
+            self.open_run(run.path)
+            return
+        if any(run.is_active for run in list_runs(self.home)):
+            self.action_show_runs()
+        else:
+            self.action_new_run()
+
+    # --- navigation ---------------------------------------------------------------------------
+
+    def show(self, screen: Screen) -> None:
+        """Make ``screen`` the one main screen (modals on top are closed first)."""
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        if len(self.screen_stack) <= 1:
+            self.push_screen(screen)
+        else:
+            self.switch_screen(screen)
+
+    def action_new_run(self) -> None:
+        from bertui.tui.screens.new_run import NewRunScreen
+
+        if not isinstance(self.screen, NewRunScreen):
+            self.show(NewRunScreen())
+
+    def action_show_runs(self) -> None:
+        from bertui.tui.screens.runs import RunsScreen
+
+        if not isinstance(self.screen, RunsScreen):
+            self.show(RunsScreen())
+
+    def open_run(self, path: Path, view: str | None = None) -> None:
+        """Monitor (active, failed, …) or Compare (finished) for the run at ``path``."""
+        from bertui.tui.screens.compare import CompareScreen
+        from bertui.tui.screens.monitor import MonitorScreen
+
+        run = Run.load(Path(path))
+        if view is None:
+            view = "compare" if run.state == "finished" and run.metrics() else "monitor"
+        current = self.screen
+        same = getattr(current, "run", None) is not None and \
+            Path(current.run.path) == Path(path)
+        if view == "compare":
+            if not (same and isinstance(current, CompareScreen)):
+                self.show(CompareScreen(run.path))
+        elif not (same and isinstance(current, MonitorScreen)):
+            self.show(MonitorScreen(run.path))
+
+
+def make_app(*, home: Path | None = None, show_run: str | None = None,
+             config_path: Path | None = None,
+             predictor_factory: Callable[[Path], Any] | None = None,
+             clock: Callable[[], float] = time.time) -> BertuiApp:
+    """The app, as the CLI (``bertui``, ``bertui show RUN``) and the tests build it.
+
+    ``home``: the bertui home (default ``$BERTUI_HOME`` or the user data dir); ``show_run``: a
+    run id, name or path to open on; ``config_path``: where settings.json and themes/ live
+    (default the user config dir); ``predictor_factory``: builds the classifier pane's
+    predictor from a run path (tests pass a fake); ``clock``: wall time (tests freeze it).
+    """
+    return BertuiApp(home=home, show_run=show_run, config_path=config_path,
+                     predictor_factory=predictor_factory, clock=clock)

@@ -1,0 +1,557 @@
+"""New run: pick a model and a dataset, set the hyper-parameters, start a run.
+
+The model and the dataset are checked in thread workers as they are typed (a short pause
+first, so that typing does not start a check per key); each check ends in a message. Problems
+show as one line under the field they are about, and Start stays disabled until all is valid.
+Start builds the run's config (reads the data) in a worker, starts the detached worker process
+and opens the Monitor.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+from textual.worker import get_current_worker
+
+from bertui.tui.format import count, one_line, size
+from bertui.tui.screens.base import BertuiScreen, PaletteCommand
+from bertui.tui.widgets.suggest import SpecSuggester, looks_like_path
+
+if TYPE_CHECKING:
+    from bertui.tui.app import BertuiApp
+
+DEBOUNCE_SECONDS = 0.35
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Option fields whose errors show under another field.
+FIELD_ALIASES = {"eval_dataset": "eval", "eval_split": "eval", "train": "dataset",
+                 "data": "dataset", "columns": "text_column"}
+NUMBER_FIELDS = ("epochs", "learning_rate", "batch_size", "max_length", "max_train_samples",
+                 "max_eval_samples", "seed", "holdout")
+
+
+class FormError(ValueError):
+    """A value that does not parse; ``field`` names the input."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def user_message(text: str) -> str:
+    """An engine message as the form shows it: ``--batch-size`` reads "batch size"."""
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), str(text))
+
+
+def _number(raw: str, field: str, kind: type, *, auto: bool = False) -> Any:
+    text = raw.strip().replace("_", "")
+    if auto and text.lower() in ("", "auto", "all", "none"):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        word = "a whole number" if kind is int else "a number"
+        raise FormError(f"'{raw}' is not {word}", field) from None
+
+
+class NewRunScreen(BertuiScreen):
+    """The form."""
+
+    TITLE = "New run"
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start run"),
+        Binding("ctrl+d", "defaults", "Defaults"),
+    ]
+
+    @dataclass
+    class ModelChecked(Message):
+        spec: str
+        info: dict[str, Any] | None
+        error: str | None
+
+    @dataclass
+    class DatasetChecked(Message):
+        key: tuple[str, str, str, str]
+        info: dict[str, Any] | None
+        error: str | None
+        field: str
+
+    @dataclass
+    class KnownModels(Message):
+        models: list[dict[str, Any]]
+
+    @dataclass
+    class Started(Message):
+        path: Any
+
+    @dataclass
+    class StartFailed(Message):
+        error: str
+        field: str | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_ok: bool | None = None  # None: being checked
+        self.dataset_ok: bool | None = None
+        self.form_errors: dict[str, str] = {}
+        self.dataset_info: dict[str, Any] | None = None
+        self._columns: dict[str, list[str]] = {}
+        self.starting = False
+        self.model_suggester = SpecSuggester(["default"])
+        self.dataset_suggester = SpecSuggester(["demo"], files=True)
+
+    @property
+    def bertui(self) -> BertuiApp:
+        return self.app  # type: ignore[return-value]
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="form"):
+            with Horizontal(id="form-top"):
+                with Vertical(id="model-section", classes="section"):
+                    yield Static("Model", classes="section-title")
+                    yield from self._field("model", "model", Input(
+                        "default", id="model", compact=True, suggester=self.model_suggester,
+                        placeholder="default, a hub id or a folder"))
+                    yield Static("", id="model-info", classes="info")
+                    yield Static("known: default", id="model-known", classes="hint")
+                with Vertical(id="data-section", classes="section"):
+                    yield Static("Dataset", classes="section-title")
+                    yield from self._field("dataset", "dataset", Input(
+                        "demo", id="dataset", compact=True, suggester=self.dataset_suggester,
+                        placeholder="demo, a file (csv tsv json jsonl parquet) or a hub id"))
+                    yield from self._field("split", "train split", Input(
+                        "", id="split", compact=True, placeholder="train (default)"))
+                    yield from self._field("eval", "eval", Input(
+                        "", id="eval", compact=True,
+                        placeholder="a split name or a file (default: automatic)"))
+                    yield from self._field("holdout", "holdout", Input(
+                        "0.2", id="holdout", compact=True), hint="held out when no eval split")
+                    yield from self._field("text_column", "text column", Select(
+                        [], id="text_column", compact=True, prompt="(inferred)"))
+                    yield from self._field("label_column", "label column", Select(
+                        [], id="label_column", compact=True, prompt="(inferred)"))
+                    yield Static("", id="dataset-info", classes="info")
+            with Vertical(id="train-section", classes="section"):
+                yield Static("Training", classes="section-title")
+                with Horizontal(id="train-columns"):
+                    with Vertical(classes="train-column"):
+                        yield from self._field("epochs", "epochs", Input(
+                            "3", id="epochs", compact=True))
+                        yield from self._field("learning_rate", "learning rate", Input(
+                            "", id="learning_rate", compact=True,
+                            placeholder="auto (by model size)"))
+                        yield from self._field("batch_size", "batch size", Input(
+                            "", id="batch_size", compact=True,
+                            placeholder="auto (16 CPU / 64 GPU)"))
+                        yield from self._field("max_length", "max length", Input(
+                            "128", id="max_length", compact=True), hint="tokens")
+                        yield from self._field("precision", "precision", Select(
+                            [(p, p) for p in PRECISIONS], value="auto", id="precision",
+                            compact=True, allow_blank=False))
+                    with Vertical(classes="train-column"):
+                        yield from self._field("max_train_samples", "train cap", Input(
+                            "", id="max_train_samples", compact=True, placeholder="all rows"))
+                        yield from self._field("max_eval_samples", "eval cap", Input(
+                            "", id="max_eval_samples", compact=True, placeholder="all rows"))
+                        yield from self._field("seed", "seed", Input(
+                            "0", id="seed", compact=True))
+                        yield from self._field("name", "run name", Input(
+                            "", id="name", compact=True, placeholder="automatic"))
+                        yield from self._field("probe", "baselines", Checkbox(
+                            "linear probe (frozen encoder)", True, id="probe"))
+            with Horizontal(id="start-row"):
+                yield Button("Start run", id="start", variant="primary", disabled=True)
+                yield Static("checking…", id="start-status")
+            yield Static("", id="start-error", classes="field-error")
+
+    def _field(self, name: str, label: str, widget: Any, hint: str = "") -> ComposeResult:
+        with Horizontal(classes="field", id=f"{name}-field"):
+            yield Label(label, classes="field-label")
+            yield widget
+            if hint:
+                yield Static(hint, classes="field-hint")
+        yield Static("", id=f"{name}-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        for error in self.query(".field-error"):
+            error.display = False
+        preview = DataTable(id="preview", cursor_type="none", show_cursor=False)
+        self.query_one("#data-section").mount(preview, after="#dataset-info")
+        self.query_one("#model", Input).focus()
+        self.query_one("#model", Input).cursor_position = len("default")
+        # Checks start after the first frame is on screen (they import heavy libraries).
+        self.call_after_refresh(self._first_checks)
+
+    def _first_checks(self) -> None:
+        self._check_model(self.query_one("#model", Input).value, debounce=False)
+        self._check_dataset(debounce=False)
+        self._list_models()
+        self._check_form()
+
+    # --- model --------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#model")
+    def _model_changed(self, event: Input.Changed) -> None:
+        self._check_model(event.value)
+
+    def _check_model(self, spec: str, debounce: bool = True) -> None:
+        self.model_ok = None
+        self._set_error("model", None)
+        self.query_one("#model-info", Static).update("checking the model…")
+        self._update_start()
+        self._model_worker(spec.strip(), debounce)
+
+    @work(thread=True, exclusive=True, group="model", exit_on_error=False)
+    def _model_worker(self, spec: str, debounce: bool) -> None:
+        worker = get_current_worker()
+        if debounce:
+            time.sleep(DEBOUNCE_SECONDS)
+        if worker.is_cancelled:
+            return
+        try:
+            from bertui.core.models import model_info, resolve_model
+
+            info = model_info(resolve_model(spec, download=False))
+            error = None
+        except Exception as exc:  # BadInput; anything else is reported the same way
+            info, error = None, one_line(str(exc) or type(exc).__name__)
+        if not worker.is_cancelled:
+            self.post_message(self.ModelChecked(spec, info, error))
+
+    def on_new_run_screen_model_checked(self, message: ModelChecked) -> None:
+        if message.spec != self.query_one("#model", Input).value.strip():
+            return  # an answer about what was typed before
+        self.model_ok = message.error is None
+        self._set_error("model", message.error)
+        panel = self.query_one("#model-info", Static)
+        if message.info is None:
+            panel.update("")
+        else:
+            info = message.info
+            details = [str(info.get("model_type") or "?")]
+            if info.get("layers"):
+                details.append(f"{info['layers']} layers")
+            if info.get("hidden_size"):
+                details.append(f"hidden {info['hidden_size']}")
+            if info.get("parameters"):
+                details.append(f"{count(info['parameters'])} parameters")
+            if info.get("size_bytes"):
+                details.append(size(info["size_bytes"]))
+            panel.update(" · ".join(details) + f"\nfrom: {info.get('origin', '?')}")
+        self._update_start()
+
+    @work(thread=True, exclusive=True, group="known-models", exit_on_error=False)
+    def _list_models(self) -> None:
+        try:
+            from bertui.core.models import list_cached_models
+
+            models = list_cached_models()
+        except Exception:
+            models = []
+        self.post_message(self.KnownModels(models))
+
+    def on_new_run_screen_known_models(self, message: KnownModels) -> None:
+        names = ["default"] + [m["spec"] for m in message.models if m.get("spec")]
+        self.model_suggester.names = names
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        self.query_one("#model-known", Static).update(
+            f"known: {shown} (→ accepts a suggestion)")
+
+    # --- dataset ------------------------------------------------------------------------------
+
+    def _dataset_key(self) -> tuple[str, str, str, str]:
+        def select(name: str) -> str:
+            value = self.query_one(f"#{name}", Select).value
+            return "" if value is Select.NULL else str(value)
+
+        return (self.query_one("#dataset", Input).value.strip(),
+                self.query_one("#split", Input).value.strip(),
+                select("text_column"), select("label_column"))
+
+    @on(Input.Changed, "#dataset")
+    @on(Input.Changed, "#split")
+    def _dataset_changed(self, event: Input.Changed) -> None:
+        # a new source: forget the chosen columns, infer them again
+        self.dataset_info = None
+        self._check_dataset(columns=False)
+
+    @on(Select.Changed, "#text_column")
+    @on(Select.Changed, "#label_column")
+    def _columns_changed(self, event: Select.Changed) -> None:
+        info = self.dataset_info
+        if info is None or event.value is Select.NULL:
+            return
+        if info.get(event.select.id) == event.value:
+            return  # the value the last check filled in
+        self._check_dataset()
+
+    def _check_dataset(self, debounce: bool = True, columns: bool = True) -> None:
+        self.dataset_ok = None
+        for name in ("dataset", "split", "text_column", "label_column"):
+            self._set_error(name, None)
+        self.query_one("#dataset-info", Static).update("reading the dataset…")
+        self._update_start()
+        key = self._dataset_key()
+        if not columns:
+            key = (key[0], key[1], "", "")
+        self._dataset_worker(key, debounce)
+
+    @work(thread=True, exclusive=True, group="dataset", exit_on_error=False)
+    def _dataset_worker(self, key: tuple[str, str, str, str], debounce: bool) -> None:
+        worker = get_current_worker()
+        if debounce:
+            time.sleep(DEBOUNCE_SECONDS)
+        if worker.is_cancelled:
+            return
+        spec, split, text_column, label_column = key
+        field = "dataset"
+        try:
+            from bertui.core.data import inspect
+
+            info = inspect(spec, split=split or None, rows=6, text_column=text_column or None,
+                           label_column=label_column or None)
+            error = None
+        except Exception as exc:
+            info, error = None, one_line(str(exc) or type(exc).__name__)
+            field = FIELD_ALIASES.get(getattr(exc, "field", None) or "dataset",
+                                      getattr(exc, "field", None) or "dataset")
+        if not worker.is_cancelled:
+            self.post_message(self.DatasetChecked(key, info, error, field))
+
+    def on_new_run_screen_dataset_checked(self, message: DatasetChecked) -> None:
+        current = self._dataset_key()
+        if message.key[:2] != current[:2]:
+            return
+        self.dataset_ok = message.error is None
+        if message.error:
+            self._set_error(message.field if message.field in self._fields() else "dataset",
+                            message.error)
+            self.query_one("#dataset-info", Static).update("")
+            self._update_start()
+            return
+        info = message.info or {}
+        self.dataset_info = info
+        columns = [str(c) for c in info.get("columns") or []]
+        for name in ("text_column", "label_column"):
+            select = self.query_one(f"#{name}", Select)
+            if self._columns.get(name) != columns:
+                self._columns[name] = columns
+                select.set_options([(c, c) for c in columns])
+            if info.get(name) in columns and select.value != info[name]:
+                select.value = info[name]
+        counts = info.get("label_counts") or {}
+        biggest = max(counts.values(), default=1) or 1
+        balance = "  ".join(f"{label} {n} {'▇' * max(1, round(6 * n / biggest))}"
+                            for label, n in list(counts.items())[:8])
+        if len(counts) > 8:
+            balance += f"  … {len(counts) - 8} more labels"
+        self.query_one("#dataset-info", Static).update(
+            f"{info.get('rows', '?')} rows from {info.get('source', '?')}\n"
+            f"labels: {balance}\n{self._eval_source()}")
+        table = self.query_one("#preview", DataTable)
+        table.clear(columns=True)
+        shown = [c for c in (info.get("text_column"), info.get("label_column")) if c]
+        shown += [c for c in columns if c not in shown][:2]
+        for column in shown:
+            table.add_column(column, key=column)
+        for row in info.get("preview") or []:
+            table.add_row(*(one_line(str(row.get(c, "")), 44) for c in shown))
+        self._update_start()
+
+    def _eval_source(self) -> str:
+        eval_value = self.query_one("#eval", Input).value.strip()
+        dataset = self.query_one("#dataset", Input).value.strip()
+        if eval_value:
+            kind = "file" if self._is_file_spec(eval_value) else "split"
+            return f"eval: {kind} {eval_value}"
+        if dataset == "demo":
+            return "eval: the demo's own test set (100 rows)"
+        holdout = self.query_one("#holdout", Input).value.strip() or "0.2"
+        try:
+            share = f"{float(holdout.rstrip('%')) / (100 if holdout.endswith('%') else 1):.0%}"
+        except ValueError:
+            share = holdout
+        return f"eval: a validation or test split if there is one, else {share} held out"
+
+    @staticmethod
+    def _is_file_spec(value: str) -> bool:
+        from bertui.core.data import FILE_KINDS
+
+        return looks_like_path(value) or value.lower().endswith(tuple(FILE_KINDS))
+
+    # --- hyper-parameters ---------------------------------------------------------------------
+
+    def _fields(self) -> set[str]:
+        return {w.id[: -len("-error")] for w in self.query(".field-error") if w.id}
+
+    @on(Input.Changed)
+    def _any_input(self, event: Input.Changed) -> None:
+        if event.input.id in NUMBER_FIELDS + ("name", "eval", "holdout"):
+            self._check_form()
+            if event.input.id in ("eval", "holdout") and self.dataset_info is not None:
+                self.on_new_run_screen_dataset_checked(
+                    self.DatasetChecked(self._dataset_key(), self.dataset_info, None, "dataset"))
+
+    @on(Select.Changed, "#precision")
+    def _precision_changed(self) -> None:
+        self._check_form()
+
+    def options(self) -> Any:
+        """The form as RunOptions; raises FormError or BadInput (with ``.field``)."""
+        from bertui.core.launch import RunOptions
+
+        def text(name: str) -> str:
+            return self.query_one(f"#{name}", Input).value.strip()
+
+        def select(name: str) -> str | None:
+            value = self.query_one(f"#{name}", Select).value
+            return None if value is Select.NULL else str(value)
+
+        holdout_text = text("holdout") or "0.2"
+        if holdout_text.endswith("%"):
+            holdout = _number(holdout_text[:-1], "holdout", float) / 100
+        else:
+            holdout = _number(holdout_text, "holdout", float)
+        eval_value = text("eval") or None
+        eval_is_file = eval_value is not None and self._is_file_spec(eval_value)
+        return RunOptions(
+            model=text("model") or "default",
+            dataset=text("dataset") or "demo",
+            eval_dataset=eval_value if eval_is_file else None,
+            eval_split=eval_value if eval_value and not eval_is_file else None,
+            split=text("split") or None,
+            text_column=select("text_column"),
+            label_column=select("label_column"),
+            holdout=holdout,
+            epochs=_number(text("epochs"), "epochs", float),
+            learning_rate=_number(text("learning_rate"), "learning_rate", float, auto=True),
+            batch_size=_number(text("batch_size"), "batch_size", int, auto=True),
+            max_length=_number(text("max_length"), "max_length", int),
+            max_train_samples=_number(text("max_train_samples"), "max_train_samples", int,
+                                      auto=True),
+            max_eval_samples=_number(text("max_eval_samples"), "max_eval_samples", int,
+                                     auto=True),
+            seed=_number(text("seed"), "seed", int),
+            precision=select("precision") or "auto",
+            probe=self.query_one("#probe", Checkbox).value,
+            name=text("name") or None,
+        )
+
+    def _check_form(self) -> None:
+        """The cheap checks (parse the numbers, ``validate_options``), run on every change."""
+        from bertui.core.launch import validate_options
+
+        for name in list(self.form_errors):
+            self._set_error(name, None)
+        self.form_errors = {}
+        try:
+            validate_options(self.options())
+        except Exception as exc:
+            field = getattr(exc, "field", None) or "start"
+            field = FIELD_ALIASES.get(field, field)
+            self.form_errors[field] = user_message(one_line(str(exc)))
+            self._set_error(field, self.form_errors[field])
+        self._update_start()
+
+    # --- errors and the Start button ----------------------------------------------------------
+
+    def _set_error(self, field: str, error: str | None) -> None:
+        widgets = self.query(f"#{field}-error")
+        if not widgets:
+            field = "start"
+            widgets = self.query("#start-error")
+        widget = widgets.first(Static)
+        widget.update(f"✗ {error}" if error else "")
+        widget.display = bool(error)
+        self.query(f"#{field}-field").set_class(bool(error), "-invalid")
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.model_ok and self.dataset_ok and not self.form_errors)
+
+    def _update_start(self) -> None:
+        button = self.query_one("#start", Button)
+        status = self.query_one("#start-status", Static)
+        button.disabled = self.starting or not self.valid
+        if self.starting:
+            status.update("starting the run (reading the data)…")
+        elif self.model_ok is None or self.dataset_ok is None:
+            status.update("checking…")
+        elif not self.valid:
+            problems = (not self.model_ok) + (not self.dataset_ok) + len(self.form_errors)
+            status.update(f"{problems} problem{'s' if problems > 1 else ''} to fix above")
+        else:
+            status.update("ready: Start (ctrl+s) begins training in the background")
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return None if not self.is_mounted or not self.valid or self.starting else True
+        return True
+
+    # --- start --------------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        if self.starting or not self.valid:
+            return
+        try:
+            options = self.options()
+        except FormError as exc:
+            self._set_error(exc.field, str(exc))
+            return
+        self.starting = True
+        self._update_start()
+        self._start_worker(options)
+
+    @work(thread=True, exclusive=True, group="start", exit_on_error=False)
+    def _start_worker(self, options: Any) -> None:
+        try:
+            from bertui.core.launch import build_config, start_run
+
+            run = start_run(build_config(options), self.bertui.home)
+        except Exception as exc:
+            self.post_message(self.StartFailed(user_message(one_line(str(exc) or
+                                                                     type(exc).__name__)),
+                                               getattr(exc, "field", None)))
+            return
+        self.post_message(self.Started(run.path))
+
+    def on_new_run_screen_started(self, message: Started) -> None:
+        self.starting = False
+        self.bertui.open_run(message.path, view="monitor")
+
+    def on_new_run_screen_start_failed(self, message: StartFailed) -> None:
+        self.starting = False
+        field = FIELD_ALIASES.get(message.field or "", message.field or "start")
+        self._set_error(field, message.error)
+        self._update_start()
+        self.notify(message.error, title="Cannot start the run", severity="error")
+
+    def action_defaults(self) -> None:
+        """Put every field back to its default."""
+        defaults = {"model": "default", "dataset": "demo", "split": "", "eval": "",
+                    "holdout": "0.2", "epochs": "3", "learning_rate": "", "batch_size": "",
+                    "max_length": "128", "max_train_samples": "", "max_eval_samples": "",
+                    "seed": "0", "name": ""}
+        for name, value in defaults.items():
+            self.query_one(f"#{name}", Input).value = value
+        self.query_one("#precision", Select).value = "auto"
+        self.query_one("#probe", Checkbox).value = True
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        return [("Start the run", "Start training with this form", self.action_start),
+                ("Reset the form", "Every field back to its default", self.action_defaults)]
