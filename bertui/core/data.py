@@ -232,6 +232,9 @@ def _parse_json(text: str, shown: str) -> Table:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         hint = " (one object a line? name it .jsonl)" if "Extra data" in exc.msg else ""
+        first = text.lstrip().split("\n", 1)[0]
+        if exc.pos <= len(text) - len(text.lstrip()) and ("," in first or "\t" in first):
+            hint = " (it looks like CSV/TSV: name it .csv or .tsv)"
         raise BadInput(
             f"{shown} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}",
             field="dataset",
@@ -356,6 +359,14 @@ def _mean_len(values: list[Any]) -> float:
 def infer_text_column(table: Table) -> str:
     candidates = [name for name in table.names if _is_text(table.columns[name])]
     if not candidates:
+        blank = [name for name in table.names if name.lower() in TEXT_NAMES
+                 and all(v is None or (isinstance(v, str) and not v.strip())
+                         for v in table.columns[name])]
+        if blank:
+            raise BadInput(
+                f"{table.source}: all {len(table)} texts in column '{blank[0]}' are empty",
+                field="text_column",
+            )
         raise BadInput(
             f"{table.source}: no column holds text (columns: {', '.join(table.names)})",
             field="text_column",
@@ -550,6 +561,12 @@ def prepare(
 ) -> PreparedData:
     """Everything a run needs from its data, checked; raises :class:`BadInput` on bad data."""
     check_caps(max_train_samples, max_eval_samples)
+    if split and split != "train" and (train_spec == DEMO_SPEC or is_local_spec(train_spec)):
+        raise BadInput(
+            f"--split {split}: a {'demo' if train_spec == DEMO_SPEC else 'local'} dataset has "
+            "only its train rows; --split applies to hub datasets",
+            field="split",
+        )
     if not 0 < holdout < 1:
         raise BadInput(f"the held-out fraction must be between 0 and 1 (got {holdout})", field="holdout")
     train_table = read_table(train_spec, split)
@@ -630,6 +647,11 @@ def _eval_table(
         table = read_table(eval_spec, eval_split)
         return table, f"file {table.source}" if is_local_spec(eval_spec) else f"dataset {table.source}"
     if train_spec == DEMO_SPEC:
+        if eval_split and eval_split != "test":
+            raise BadInput(
+                f"the demo dataset has no split '{eval_split}' (its splits: train, test)",
+                field="eval_split",
+            )
         return read_file(demo_files()[1]), "demo test split"
     if not is_local_spec(train_spec):
         repo, config, spec_split = parse_hub_spec(train_spec)
