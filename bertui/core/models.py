@@ -222,7 +222,10 @@ _SUPPORTED: frozenset[str] | None = None
 
 
 def supported_model_types() -> frozenset[str]:
+    """Model types that ``AutoModelForSequenceClassification`` can load."""
     global _SUPPORTED
+    if _SUPPORTED is None:
+        _SUPPORTED = _sequence_classification_types_from_source()
     if _SUPPORTED is None:
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
@@ -230,6 +233,31 @@ def supported_model_types() -> frozenset[str]:
 
         _SUPPORTED = frozenset(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
     return _SUPPORTED
+
+
+def _sequence_classification_types_from_source() -> frozenset[str] | None:
+    """The same names, read from transformers' ``modeling_auto.py`` as a literal instead of
+    importing it: the import pulls in torch (5-10 s), and checking a model folder (so answering
+    a bad model at once) must not wait for that. None if the file is not as expected."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("transformers")
+        if spec is None or not spec.origin:
+            return None
+        source = Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", None) == "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+                for t in node.targets
+            ) and isinstance(node.value, ast.Call) and node.value.args:
+                names = frozenset(dict(ast.literal_eval(node.value.args[0])))
+                return names if "bert" in names else None
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return None
+    return None
 
 
 def safetensors_parameter_count(files: list[Path]) -> int:
@@ -351,6 +379,9 @@ def load_classifier(
 
     quiet_transformers()
     extra: dict[str, Any] = dict(kwargs)
+    # transformers v5 loads in the checkpoint's dtype ("auto"): a hub model stored in fp16 would
+    # then train in pure fp16. Master weights stay fp32; bf16/fp16 come from autocast.
+    extra.setdefault("dtype", torch.float32)
     if id2label is not None:
         extra.update(
             num_labels=len(id2label),

@@ -103,7 +103,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: bad JSON or bytes
         return default
 
 
@@ -333,12 +333,14 @@ class Run:
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-<step>`` folder (one with trainer_state.json)."""
-    best: tuple[int, Path] | None = None
+    """The newest complete ``checkpoint-<step>`` folder: one whose trainer_state.json (the
+    Trainer writes it last, and not atomically) is there and parses, so a worker killed while
+    saving a checkpoint leaves the previous one as the one to resume from."""
     try:
         entries = list(Path(checkpoints_dir).iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    found: list[tuple[int, Path]] = []
     for entry in entries:
         if not entry.name.startswith("checkpoint-") or not entry.is_dir():
             continue
@@ -346,11 +348,12 @@ def last_checkpoint(checkpoints_dir: Path) -> Path | None:
             step = int(entry.name.split("-", 1)[1])
         except ValueError:
             continue
-        if not (entry / "trainer_state.json").exists():
-            continue
-        if best is None or step > best[0]:
-            best = (step, entry)
-    return best[1] if best else None
+        found.append((step, entry))
+    for _step, entry in sorted(found, reverse=True):
+        state = read_json(entry / "trainer_state.json")
+        if isinstance(state, dict) and "global_step" in state:
+            return entry
+    return None
 
 
 def create_run(config: dict[str, Any], home: Path | None = None) -> Run:

@@ -1,0 +1,441 @@
+"""Faults a run must survive, injected for real: killed workers, cancels, dying clients, an
+unwritable home, failed writes, torn event lines, concurrent runs and concurrent run creation.
+
+The runs use the tiny random BERT on the demo data with a checkpoint every ~0.3 s, so that a
+kill at any training step has a recent checkpoint to resume from. Nothing sleeps for a fixed
+long time: everything polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import bertui_cmd, run_bertui
+
+from bertui.core import runs as runs_mod
+from bertui.core.runs import (
+    ACTIVE_STATES,
+    EventReader,
+    Run,
+    atomic_write_json,
+    create_run,
+    last_checkpoint,
+    pid_alive,
+    read_events,
+)
+
+RUN_TIMEOUT = 180.0
+FAST_CHECKPOINTS = ("--checkpoint-minutes", "0.005")  # a checkpoint every 0.3 s of training
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_done(path: Path, timeout: float = RUN_TIMEOUT) -> str:
+    """Poll a run until it is no longer queued or running; returns its state."""
+    run = Run.load(path)
+
+    def done():
+        state = run.refresh().state
+        return state if state not in ACTIVE_STATES else None
+
+    try:
+        return wait_for(done, timeout, f"run {path.name} to end")
+    except AssertionError:
+        log_path = path / "worker.log"
+        log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+        raise AssertionError(f"run {path.name} still {run.state} after {timeout} s\n{log}") \
+            from None
+
+
+def train_steps(path: Path) -> list[int]:
+    return [e["step"] for e in read_events(path / "events.jsonl") if e.get("type") == "train"]
+
+
+def wait_step(path: Path, step: int, timeout: float = RUN_TIMEOUT) -> int:
+    """Wait until the run has logged training step ``step`` and saved a checkpoint."""
+    run = Run.load(path)
+
+    def reached():
+        events = read_events(path / "events.jsonl")
+        steps = [e["step"] for e in events if e.get("type") == "train"]
+        saved = any(e.get("type") == "checkpoint" for e in events)
+        if steps and max(steps) >= step and saved:
+            return max(steps)
+        if run.refresh().state not in ACTIVE_STATES:
+            raise AssertionError(f"run {path.name} ended ({run.state}) before step {step}")
+        return None
+
+    return wait_for(reached, timeout, f"step {step} of {path.name}", interval=0.05)
+
+
+def start_detached(home: Path, model: Path, *extra: str) -> Path:
+    proc = run_bertui("train", "--detach", "--model", str(model), "--dataset", "demo",
+                      *FAST_CHECKPOINTS, *extra, home=home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip()
+    path = home / "runs" / run_id
+    assert (path / "config.toml").exists(), proc.stdout
+    return path
+
+
+def runs_json(home: Path) -> dict[str, dict]:
+    proc = run_bertui("runs", "--json", home=home, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return {row["id"]: row for row in json.loads(proc.stdout)}
+
+
+def worker_pid(path: Path) -> tuple[int, float]:
+    def running():
+        status = runs_mod.read_json(path / "status.json", {}) or {}
+        if status.get("state") == "running" and status.get("pid"):
+            return int(status["pid"]), float(status["pid_started"])
+        return None
+
+    return wait_for(running, 60, f"the worker of {path.name} to start")
+
+
+def assert_complete(path: Path, probe: bool = True) -> dict:
+    metrics = json.loads((path / "metrics.json").read_text())
+    for key in ("pretrained", "finetuned", "train"):
+        assert metrics.get(key), f"metrics.json has no {key}: {sorted(metrics)}"
+    if probe:
+        assert metrics.get("probe"), "metrics.json has no probe"
+    assert metrics["finetuned"]["accuracy"] is not None
+    assert (path / "model" / "config.json").exists()
+    assert list((path / "model").glob("*.safetensors"))
+    return metrics
+
+
+def load_model(path: Path):
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(path / "model"), device="cpu")
+    out = clf(["a lovely evening", "a dreadful evening"])
+    assert len(out) == 2 and all("label" in o for o in out)
+    return out
+
+
+# --- (a) the worker is SIGKILLed mid-training --------------------------------------------------
+
+
+def test_worker_sigkill_then_resume(tiny_model, bertui_home):
+    path = start_detached(bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8")
+    pid, started = worker_pid(path)
+    wait_step(path, 12)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid, started), 30, "the killed worker to be gone")
+    killed_at = max(train_steps(path))
+    before = (path / "events.jsonl").read_bytes()
+    checkpoint = last_checkpoint(path / "checkpoints")
+    assert checkpoint is not None
+
+    # Clients see it as lost, with resume offered.
+    row = wait_for(lambda: (r := runs_json(bertui_home).get(path.name)) and
+                   r["status"] == "lost" and r, 30, "bertui runs to show the run as lost")
+    assert row["accuracy_after"] is None
+
+    proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == path.name
+    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
+
+    after = (path / "events.jsonl").read_bytes()
+    assert after.startswith(before), "events written before the kill were changed or lost"
+    events = read_events(path / "events.jsonl")
+    resumes = [e for e in events if e["type"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["checkpoint"] == str(checkpoint)
+    starts = [e for e in events if e["type"] == "run_start"]
+    assert starts[-1]["resumed_from"] == str(checkpoint)
+    ckpt_step = int(checkpoint.name.split("-")[1])
+    assert ckpt_step <= killed_at
+    # Training went on from the checkpoint: the steps after it were logged (again) after resume.
+    resume_index = events.index(resumes[0])
+    later = [e["step"] for e in events[resume_index:] if e["type"] == "train"]
+    assert later and min(later) == ckpt_step + 1
+    total = starts[0]["total_steps"]
+    assert set(train_steps(path)) == set(range(1, total + 1))
+
+    metrics = assert_complete(path)
+    assert metrics["train"]["resumed"] is True
+    assert metrics["train"]["steps"] == total
+    status = json.loads((path / "status.json").read_text())
+    assert status["state"] == "finished" and status["resumed"] is True
+    assert runs_json(bertui_home)[path.name]["status"] == "finished"
+    load_model(path)
+
+
+# --- (b) cancel, then resume -------------------------------------------------------------------
+
+
+def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
+    path = start_detached(bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8",
+                          "--no-probe")
+    pid, started = worker_pid(path)
+    wait_step(path, 5)
+    proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert Run.load(path).state == "cancelled"
+    wait_for(lambda: not pid_alive(pid, started), 30, "the cancelled worker to exit")
+    checkpoint = last_checkpoint(path / "checkpoints")
+    assert checkpoint is not None
+    events = read_events(path / "events.jsonl")
+    assert events[-1]["type"] == "run_end" and events[-1]["state"] == "cancelled"
+    assert runs_json(bertui_home)[path.name]["status"] == "cancelled"
+
+    proc = run_bertui("resume", path.name, "--quiet", "--json", home=bertui_home,
+                      timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert metrics["finetuned"] and metrics["train"]["resumed"] is True
+    assert Run.load(path).state == "finished"
+    events = read_events(path / "events.jsonl")
+    assert [e for e in events if e["type"] == "resume"][0]["checkpoint"] == str(checkpoint)
+    assert_complete(path, probe=False)
+
+
+# --- (c) the client dies -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+def test_client_dies_worker_finishes(tiny_model, bertui_home, tmp_path, sig):
+    env = {**os.environ, "BERTUI_HOME": str(bertui_home), "HF_HUB_OFFLINE": "1"}
+    with open(tmp_path / "client.err", "wb") as err:
+        client = subprocess.Popen(
+            bertui_cmd("train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "2",
+                       "--batch-size", "8", "--no-probe", *FAST_CHECKPOINTS),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
+            start_new_session=True,
+        )
+    try:
+        runs_root = bertui_home / "runs"
+        path = wait_for(lambda: runs_root.exists() and next(runs_root.iterdir(), None), 120,
+                        "the client to create its run")
+        wait_step(path, 3)
+        assert client.poll() is None, "the client ended early"
+        os.killpg(client.pid, sig)  # the whole terminal session goes, as when SSH drops
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode != 0
+    assert Run.load(path).state == "running"
+    assert wait_done(path) == "finished"
+    assert_complete(path, probe=False)
+
+
+# --- (d) an unwritable home --------------------------------------------------------------------
+
+
+def _assert_one_line_exit_2(proc: subprocess.CompletedProcess, *says: str) -> str:
+    line = proc.stderr.strip()
+    assert proc.returncode == 2, proc.stderr
+    assert line and "\n" not in line and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert any(s in line for s in says), line
+    return line
+
+
+def test_home_under_a_regular_file(tiny_model, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    home = blocker / "bertui"
+    proc = run_bertui("train", "--detach", "--model", str(tiny_model), "--dataset", "demo",
+                      home=home, timeout=120)
+    _assert_one_line_exit_2(proc, "cannot create the runs folder", "Not a directory")
+    proc = run_bertui("runs", home=home, timeout=60)
+    _assert_one_line_exit_2(proc, "Not a directory", "cannot")
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions (the "
+                    "regular-file case above covers an unusable home)")
+def test_home_without_write_permission(tiny_model, tmp_path):
+    home = tmp_path / "ro-home"
+    (home / "runs").mkdir(parents=True)
+    home.chmod(0o500)
+    (home / "runs").chmod(0o500)
+    try:
+        proc = run_bertui("train", "--detach", "--model", str(tiny_model), "--dataset", "demo",
+                          home=home, timeout=120)
+        _assert_one_line_exit_2(proc, "cannot", "permission denied", "Permission denied")
+        assert list((home / "runs").iterdir()) == []
+    finally:
+        (home / "runs").chmod(0o700)
+        home.chmod(0o700)
+
+
+# --- (e) status.json / metrics.json are never half-written --------------------------------------
+
+
+@pytest.mark.parametrize("where", ["replace", "fsync", "write"])
+def test_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch, where):
+    target = tmp_path / "status.json"
+    atomic_write_json(target, {"state": "running", "step": 7})
+    old = target.read_bytes()
+
+    def disk_full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "replace":
+        monkeypatch.setattr(runs_mod.os, "replace", disk_full)
+    elif where == "fsync":
+        monkeypatch.setattr(runs_mod.os, "fsync", disk_full)
+    else:
+        real_fdopen = os.fdopen
+
+        class FullFile:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+            def write(self, text):
+                self.fh.write(text[: len(text) // 2])
+                self.fh.flush()
+                disk_full()
+
+        monkeypatch.setattr(runs_mod.os, "fdopen",
+                            lambda fd, *a, **k: FullFile(real_fdopen(fd, *a, **k)))
+    with pytest.raises(OSError) as info:
+        atomic_write_json(target, {"state": "finished", "step": 99, "pad": "x" * 100_000})
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert target.read_bytes() == old
+    assert json.loads(target.read_text()) == {"state": "running", "step": 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"], "a temp file was left"
+
+
+def test_unserialisable_metrics_leave_no_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"finetuned": {"accuracy": 0.9}})
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"finetuned": object()})
+    assert json.loads(target.read_text()) == {"finetuned": {"accuracy": 0.9}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+# --- (f) a reader survives a half-written last event line ---------------------------------------
+
+
+def test_reader_survives_a_half_written_last_line(finished_run, bertui_home):
+    path = bertui_home / "runs" / finished_run.name
+    shutil.copytree(finished_run, path, ignore=shutil.ignore_patterns("checkpoints", "model"))
+    events_path = path / "events.jsonl"
+    original = read_events(events_path)
+    assert original
+
+    half = b'{"v":1,"type":"progress","time":1.0,"step":9999,"total_st'
+    with open(events_path, "ab") as fh:
+        fh.write(half)
+    reader = EventReader(events_path)
+    assert reader.read_new() == original
+    assert reader.bad_lines == 0
+    assert reader.read_new() == []  # the torn line is left for later, not misread
+    row = runs_json(bertui_home)[path.name]
+    assert row["status"] == "finished" and row["accuracy_after"] is not None
+
+    # The writer finishes the line: the reader picks up exactly that event.
+    with open(events_path, "ab") as fh:
+        fh.write(b'eps":10000}\n')
+    new = reader.read_new()
+    assert [(e["type"], e["step"]) for e in new] == [("progress", 9999)]
+
+    # A torn line in the middle (a crash, then more appends) is skipped and counted.
+    with open(events_path, "ab") as fh:
+        fh.write(b'{"v":1,"type":"tra\n{"v":1,"type":"log","time":2.0,"step":0,"message":"x"}\n')
+    new = reader.read_new()
+    assert [e["type"] for e in new] == ["log"] and reader.bad_lines == 1
+    assert len(read_events(events_path)) == len(original) + 2
+    assert runs_json(bertui_home)[path.name]["status"] == "finished"
+
+
+# --- (g) two runs at once -----------------------------------------------------------------------
+
+
+def test_two_runs_at_once(tiny_model, bertui_home):
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(start_detached, bertui_home, tiny_model, "--epochs", "1",
+                               "--no-probe", "--name", f"twin-{i}") for i in range(2)]
+        paths = [f.result() for f in futures]
+    assert paths[0].name != paths[1].name
+
+    # While both run, their status.json and metrics.json are always whole JSON.
+    torn: list[str] = []
+    stop = threading.Event()
+
+    def read_all():
+        while not stop.is_set():
+            for p in paths:
+                for name in ("status.json", "metrics.json"):
+                    try:
+                        json.loads((p / name).read_text())
+                    except FileNotFoundError:
+                        if name == "status.json":
+                            torn.append(f"{p.name}/{name} missing")
+                    except ValueError:
+                        torn.append(f"{p.name}/{name}")
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    try:
+        states = [wait_done(p) for p in paths]
+    finally:
+        stop.set()
+        reader.join(5)
+    assert states == ["finished", "finished"]
+    assert torn == []
+    for p in paths:
+        assert_complete(p, probe=False)
+    rows = runs_json(bertui_home)
+    assert {rows[p.name]["name"] for p in paths} == {"twin-0", "twin-1"}
+
+
+# --- (h) many concurrent create_run calls never collide -----------------------------------------
+
+
+def test_concurrent_create_run_never_collides(bertui_home):
+    n = 64
+    barrier = threading.Barrier(16)
+
+    def make(i: int) -> str:
+        if i < 16:
+            barrier.wait()  # the first 16 start in the very same instant
+        return create_run({"name": f"r{i}", "model": {"spec": "default"}}, bertui_home).id
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(make, range(n)))
+    assert len(set(ids)) == n
+    dirs = [p for p in (bertui_home / "runs").iterdir() if p.is_dir()]
+    assert len(dirs) == n
+    for p in dirs:
+        assert (p / "config.toml").exists()
+        assert json.loads((p / "status.json").read_text())["state"] == "queued"
+        assert (p.stat().st_mode & 0o777) == 0o700
+    assert not [p for p in (bertui_home / "runs").rglob("*.tmp")]
