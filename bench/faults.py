@@ -156,6 +156,10 @@ def model_loads(path: Path) -> tuple[bool, str]:
     try:
         from transformers import pipeline
 
+        from bertui.core.models import quiet_transformers
+
+        quiet_transformers()
+
         clf = pipeline("text-classification", model=str(path / "model"), device="cpu")
         out = clf(["a lovely evening out", "a dreadful evening out"])
         return len(out) == 2 and all("label" in o for o in out), ""
@@ -220,6 +224,15 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
                   checkpoint_step=int(checkpoint.name.split("-")[1]) if checkpoint else 0,
                   torn_tail_bytes=len(raw) - len(complete))
     result["redone_steps"] = result["killed_at_step"] - result["checkpoint_step"]
+    # The same in seconds of training: from the checkpoint (or the start of training) to the
+    # last step logged before the kill.
+    pre = parse(lines_of(complete))
+    last_train = [e["time"] for e in pre if e.get("type") == "train"]
+    since = [e["time"] for e in pre if (e.get("type") == "checkpoint"
+                                        and e.get("step") == result["checkpoint_step"])
+             or (e.get("type") == "phase" and e.get("name") == "training")]
+    result["work_lost_s"] = round(max(0.0, last_train[-1] - since[-1]), 2) \
+        if last_train and since else 0.0
     result["shown_lost"] = bool(wait_for(lambda: shown_state(home, path.name) == "lost", 30, 0.5))
 
     t0 = time.monotonic()
@@ -282,6 +295,7 @@ def bench_kills(home: Path, model: Path, kills: int, seed: int) -> dict[str, Any
         "log_gaps": sum(r["log_gaps"] for r in done),
         "redone_steps_max": max(redone, default=0),
         "redone_steps_mean": round(sum(redone) / len(redone), 2) if redone else 0,
+        "work_lost_s_max": max((r["work_lost_s"] for r in done), default=0.0),
         "details": results,
     }
 
@@ -368,7 +382,8 @@ def table(report: dict[str, Any]) -> str:
         f"  worker kills   kills {k['kills']:>3}   shown as lost {k['shown_lost']:>3}"
         f"   resumed to completion {k['resumed_to_completion']:>3}   events lost {k['events_lost']}"
         f" (progress/train steps lost {k['step_events_lost']}, log gaps {k['log_gaps']})"
-        f"   steps redone max {k['redone_steps_max']} mean {k['redone_steps_mean']}",
+        f"   steps redone max {k['redone_steps_max']} mean {k['redone_steps_mean']}"
+        f" (at most {k['work_lost_s_max']:.1f} s of training)",
     ]
     if "skipped" in t:
         rows.append(f"  TUI kills      skipped: {t['skipped']}")

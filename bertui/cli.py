@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError):
             where = f" ({exc.filename})" if exc.filename else ""
             print(f"bertui: {exc.strerror or exc}{where}", file=sys.stderr)
-            return EXIT_BAD_INPUT if exc.errno in (13, 28, 30) else EXIT_FAILED
+            # EACCES, ENOSPC, EROFS, ENOTDIR, EISDIR, ENAMETOOLONG: a path or a disk the user
+            # can fix (e.g. BERTUI_HOME under a file), not a bertui failure
+            return EXIT_BAD_INPUT if exc.errno in (13, 20, 21, 28, 30, 36) else EXIT_FAILED
         if os.environ.get("BERTUI_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -106,6 +106,7 @@ class Worker:
     # lifecycle -------------------------------------------------------------------------------
 
     def main(self) -> int:
+        os.umask(0o077)  # everything the run writes (checkpoints/, model/) is private too
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         if hasattr(signal, "SIGHUP"):

@@ -174,7 +174,9 @@ def read_file(path: Path) -> Table:
 
 
 def _parse_delimited(text: str, delimiter: str, shown: str) -> Table:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # Not strict: a stray quote inside a field is kept as text, as pandas (and so the
+    # reference pipeline and the datasets library) read it; ragged rows are still refused.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
     try:
         header = next(reader)
         rows = list(reader)

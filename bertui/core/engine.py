@@ -176,7 +176,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     callback.trainer = trainer
     resume_from = last_checkpoint(run.checkpoints_dir) if ctl.resume else None
     if ctl.resume:
-        rec.emit("resume", 0, checkpoint=str(resume_from) if resume_from else None)
+        resume_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+        rec.emit("resume", resume_step, checkpoint=str(resume_from) if resume_from else None)
         rec.log(f"resuming from {resume_from.name}" if resume_from else
                 "no checkpoint yet: training starts from the beginning")
     steps_per_epoch = -(-len(train) // samples_per_step)
