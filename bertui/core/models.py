@@ -351,7 +351,7 @@ def quiet_transformers() -> None:
     """No progress bars or info chatter from transformers in a worker log or CLI output."""
     import transformers
 
-    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
 

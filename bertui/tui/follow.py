@@ -85,8 +85,9 @@ class RunHistory:
             self.logs.append(event)
         elif kind == "run_end":
             self.end = event
-            if event.get("error"):
-                self.logs.append({"level": "error", "time": when, "message": event["error"]})
+            error = event.get("error")
+            if error and not any(entry.get("message") == error for entry in self.logs):
+                self.logs.append({"level": "error", "time": when, "message": error})
 
     @property
     def fraction(self) -> float | None:

@@ -156,9 +156,12 @@ class CompareScreen(BertuiScreen):
             def drawing(plt, colors) -> None:
                 if not bars:
                     return
-                plt.bar([t for t, _, _ in bars], [float(m.get(key) or 0.0) for _, _, m in bars],
-                        color=[colors(f"model-{n}") for _, n, _ in bars],
-                        orientation="h", width=0.6)
+                # one bar per call: plotext mixes the colours of a multi-colour bar call
+                for i, (_, name, m) in enumerate(bars, start=1):
+                    plt.bar([i], [float(m.get(key) or 0.0)], color=colors(f"model-{name}"),
+                            orientation="h", width=0.6)
+                plt.yticks(list(range(1, len(bars) + 1)), [t for t, _, _ in bars])
+                plt.ylim(0.4, len(bars) + 0.6)
                 plt.xlim(0, 1)
                 plt.title(title)
             return drawing
@@ -196,9 +199,7 @@ class CompareScreen(BertuiScreen):
         index = int(str(event.row_key.value))
         if 0 <= index < len(errors):
             self.action_tab("classifier")
-            field = self.query_one("#classify-input", Input)
-            field.value = errors[index].get("text", "")
-            field.action_submit()
+            self.query_one(ClassifierPane).classify(errors[index].get("text", ""))
 
     # --- tabs and navigation ------------------------------------------------------------------
 

@@ -68,7 +68,6 @@ class NewRunScreen(BertuiScreen):
     TITLE = "New run"
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run"),
-        Binding("ctrl+d", "defaults", "Defaults"),
     ]
 
     @dataclass
@@ -355,8 +354,10 @@ class NewRunScreen(BertuiScreen):
                             for label, n in list(counts.items())[:8])
         if len(counts) > 8:
             balance += f"  … {len(counts) - 8} more labels"
+        spec = message.key[0]
+        source = "the bundled demo dataset" if spec == "demo" else info.get("source", spec)
         self.query_one("#dataset-info", Static).update(
-            f"{info.get('rows', '?')} rows from {info.get('source', '?')}\n"
+            f"{info.get('rows', '?')} rows from {source}\n"
             f"labels: {balance}\n{self._eval_source()}")
         table = self.query_one("#preview", DataTable)
         table.clear(columns=True)

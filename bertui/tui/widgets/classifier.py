@@ -99,7 +99,14 @@ class ClassifierPane(Vertical):
     @on(Input.Submitted, "#classify-input")
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        text = event.value.strip()
+        self.classify(event.value)
+
+    def classify(self, text: str) -> None:
+        """Classify ``text`` (shown in the input) with every model of the run."""
+        field = self.query_one("#classify-input", Input)
+        if field.value != text:
+            field.value = text
+        text = text.strip()
         if not text:
             self._status("Type a sentence first.")
             return

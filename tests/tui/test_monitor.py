@@ -1,0 +1,203 @@
+"""The Monitor follows a run directory that a test writes to, as a worker would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+
+from textual.widgets import ProgressBar, Sparkline
+
+from bertui.core.runs import append_event, atomic_write_json, create_run, make_event
+from bertui.tui.screens.compare import CompareScreen
+from bertui.tui.screens.confirm import ConfirmModal
+from bertui.tui.screens.monitor import MonitorScreen
+from bertui.tui.widgets.chart import Chart
+from bertui.tui.widgets.hardware import CpuBlock, GpuBlock
+
+from .conftest import FINISHED, RECORDED, build_app, plain
+
+GIB = 1024**3
+
+
+def live_run(home):
+    """A run whose worker is 'this process': running, with a fresh heartbeat."""
+    run = create_run({"name": "live", "model": {"spec": "default"}, "data": {"train": "demo"},
+                      "labels": {"id2label": {"0": "negative", "1": "positive"}},
+                      "train": {"epochs": 2.0}}, home)
+    set_status(run, "running")
+    return run
+
+
+def set_status(run, state, **extra):
+    now = time.time()
+    atomic_write_json(run.status_path, {"state": state, "pid": os.getpid(),
+                                        "host": socket.gethostname(), "created": now - 60,
+                                        "started": now - 60, "heartbeat": now, **extra})
+
+
+def emit(run, type_, step=0, **fields):
+    append_event(run.events_path, make_event(type_, step, **fields))
+
+
+def cpu_sample(load):
+    return {"cpu_percent": 50 + load, "ram_used": 8 * GIB, "ram_total": 16 * GIB,
+            "rss": 2 * GIB, "gpus": []}
+
+
+async def test_monitor_follows_appended_events(bertui_home, config_path):
+    run = live_run(bertui_home)
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        assert "running" in plain(screen.query_one("#run-headline"))
+        assert screen.follower.history.step == 0
+
+        emit(run, "phase", 0, name="loading")
+        emit(run, "run_start", 0, total_steps=40, epochs=2.0, n_train=320, n_eval=80,
+             labels=["negative", "positive"], device="cpu", precision="fp32", batch_size=16,
+             learning_rate=1e-4)
+        emit(run, "baseline", 0, name="pretrained", accuracy=0.5, macro_f1=0.33)
+        emit(run, "phase", 0, name="training")
+        for step in range(1, 11):
+            emit(run, "train", step, loss=0.7 - 0.02 * step, learning_rate=1e-4, epoch=step / 20)
+            emit(run, "telemetry", step, **cpu_sample(step))
+        emit(run, "progress", 10, total_steps=40, epoch=0.5, samples_per_s=123.4,
+             tokens_per_s=5678.0, eta_s=30.0, elapsed_s=10.0)
+        emit(run, "log", 10, level="warning", message="a warning from the worker")
+        await pilot.pause(0.8)
+
+        history = screen.follower.history
+        assert history.step == 10 and len(history.train_loss) == 10
+        bar = screen.query_one("#run-progress", ProgressBar)
+        assert bar.total == 40 and bar.progress == 10
+        clock = plain(screen.query_one("#run-clock"))
+        assert "step 10/40" in clock and "training" in clock
+        assert "ETA" in clock and "ETA —" not in clock
+        throughput = plain(screen.query_one("#run-throughput"))
+        assert "123.4" in throughput and "5.7k" in throughput
+        assert "cpu:fp32" not in plain(screen.query_one("#run-headline"))
+        assert "cpu fp32" in plain(screen.query_one("#run-headline"))
+        # no GPU: the CPU/RAM panel, with a history
+        assert not screen.query(GpuBlock)
+        cpu = screen.query_one(CpuBlock)
+        assert list(cpu.query_one("#cpu-util").query_one(Sparkline).data)[-1] == 60
+        assert "8.0 GiB / 16.0 GiB" in str(cpu.query_one("#cpu-ram .meter-value").content)
+        assert screen.query_one("#loss-chart", Chart).draws >= 1
+        assert "a warning from the worker" in "\n".join(
+            str(line.text) for line in screen.query_one("#run-log").lines)
+        assert screen.check_action("cancel_run", ()) is True
+        assert screen.check_action("compare", ()) is False
+
+        # the run ends
+        shutil.copy(RECORDED / FINISHED / "metrics.json", run.metrics_path)
+        emit(run, "eval", 40, epoch=2.0, eval_loss=0.3, accuracy=0.9, macro_f1=0.9)
+        emit(run, "run_end", 40, state="finished", error=None)
+        set_status(run, "finished", ended=time.time())
+        await pilot.pause(0.8)
+        assert screen.follower.state == "finished"
+        assert screen.check_action("compare", ()) is True
+        assert screen.check_action("cancel_run", ()) is False
+        assert any("finished" in str(n.message) for n in app._notifications)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+
+
+async def test_monitor_tolerates_a_half_written_line(bertui_home, config_path):
+    run = live_run(bertui_home)
+    emit(run, "train", 1, loss=0.5, epoch=0.1)
+    with open(run.events_path, "a") as fh:
+        fh.write('{"v":1,"type":"train","time":1,"step":2,"lo')
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        history = app.screen.follower.history
+        assert [s for s, _ in history.train_loss] == [1]
+        with open(run.events_path, "a") as fh:
+            fh.write('ss":0.4,"epoch":0.2}\n')
+        await pilot.pause(0.8)
+        assert [s for s, _ in history.train_loss] == [1, 2]
+
+
+async def test_gpu_panel_shows_each_gpu_with_history(bertui_home, config_path):
+    run = live_run(bertui_home)
+    for step in range(5):
+        emit(run, "telemetry", step, cpu_percent=10, ram_used=GIB, ram_total=4 * GIB, rss=GIB,
+             gpus=[{"index": i, "name": f"GPU-{i}", "util": 10 * step + i,
+                    "mem_used": (step + 1) * GIB, "mem_total": 80 * GIB, "temp": 40 + step,
+                    "power": 100.0 + step, "power_limit": 700.0, "proc_mem": GIB}
+                   for i in range(2)])
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        blocks = list(app.screen.query(GpuBlock))
+        assert [b.index for b in blocks] == [0, 1]
+        assert not app.screen.query(CpuBlock)
+        util = app.screen.query_one("#gpu-1-util")
+        assert list(util.query_one(Sparkline).data) == [1, 11, 21, 31, 41]
+        assert "41%" in str(util.query_one(".meter-value").content)
+        title = plain(blocks[0].query_one(".gpu-title"))
+        assert "GPU-0" in title and "this run 1.0 GiB" in title
+        temp = app.screen.query_one("#gpu-0-temp .meter-value")
+        assert "44°C" in str(temp.content)
+
+
+async def test_cancel_asks_first(bertui_home, config_path, monkeypatch):
+    cancelled = []
+    monkeypatch.setattr("bertui.core.launch.cancel_run", lambda run, wait=0.0: cancelled.append(
+        run.id) or True)
+    run = live_run(bertui_home)
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+        assert cancelled == []
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert cancelled == [run.id]
+
+
+async def test_a_lost_run_offers_resume(bertui_home, config_path):
+    run = live_run(bertui_home)
+    atomic_write_json(run.status_path, {"state": "running", "pid": 2**22 + 12345,
+                                        "host": socket.gethostname(), "created": 1.0,
+                                        "started": 1.0, "heartbeat": 1.0})
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert screen.follower.state == "lost"
+        problem = plain(screen.query_one("#run-problem"))
+        assert "lost" in problem and "Press r to resume" in problem
+        assert screen.check_action("resume", ()) is True
+        assert screen.check_action("cancel_run", ()) is False
+
+
+async def test_reattach_replays_the_whole_history(recorded_home, config_path):
+    events = [json.loads(line) for line in
+              (recorded_home / "runs" / FINISHED / "events.jsonl").read_text().splitlines()]
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        history = screen.follower.history
+        assert len(history.train_loss) == sum(e["type"] == "train" for e in events)
+        assert len(history.evals) == 3
+        assert history.step == 69
+        clock = plain(screen.query_one("#run-clock"))
+        assert "step 69/69" in clock and "elapsed 25s" in clock

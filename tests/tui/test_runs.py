@@ -1,0 +1,138 @@
+"""Runs lists every run, opens, resumes, deletes (after asking) and overlays two runs."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from bertui.tui.screens.compare import CompareScreen
+from bertui.tui.screens.confirm import ConfirmModal
+from bertui.tui.screens.monitor import MonitorScreen
+from bertui.tui.screens.runs import RunsScreen
+from bertui.tui.widgets.chart import Chart
+
+from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, build_app, plain
+
+
+async def open_runs(app, pilot):
+    await pilot.pause()
+    await pilot.press("ctrl+r")
+    await pilot.pause()
+    assert isinstance(app.screen, RunsScreen)
+    return app.screen
+
+
+async def move_to(pilot, screen, run_id):
+    table = screen.query_one(DataTable)
+    table.move_cursor(row=table.get_row_index(run_id))
+    await pilot.pause()
+
+
+async def test_runs_lists_every_run(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        table = screen.query_one(DataTable)
+        assert [str(k.value) for k in table.rows] == [CANCELLED, FAILED, FINISHED_2, FINISHED]
+        row = table.get_row(FINISHED)
+        assert row[0].strip() == "demo-minilm"
+        assert str(row[1]) == "finished"
+        assert row[4] == "50.0% → 93.0%"
+        assert row[5] == "25s"
+        assert row[7] == "01-01 09:00"
+        assert str(table.get_row(FAILED)[1]) == "failed"
+        assert str(table.get_row(CANCELLED)[1]) == "cancelled"
+
+
+async def test_open_goes_to_compare_or_monitor(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        await move_to(pilot, screen, FINISHED_2)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+        assert app.screen.run.id == FINISHED_2
+        screen = await open_runs(app, pilot)
+        await move_to(pilot, screen, FAILED)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+
+
+async def test_delete_asks_first(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        await move_to(pilot, screen, FAILED)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("n")
+        await pilot.pause()
+        assert (recorded_home / "runs" / FAILED).exists()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert not (recorded_home / "runs" / FAILED).exists()
+        table = app.screen.query_one(DataTable)
+        assert FAILED not in [str(k.value) for k in table.rows]
+        assert table.row_count == 3
+
+
+async def test_resume_only_where_it_makes_sense(recorded_home, config_path, monkeypatch):
+    resumed = []
+
+    def fake_resume(run):
+        resumed.append(run.id)
+        return run
+
+    monkeypatch.setattr("bertui.core.launch.resume_run", fake_resume)
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        await move_to(pilot, screen, FINISHED)
+        assert screen.check_action("resume", ()) is False
+        await pilot.press("r")
+        await pilot.pause()
+        assert resumed == []
+        await move_to(pilot, screen, CANCELLED)
+        assert screen.check_action("resume", ()) is True
+        await pilot.press("r")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert resumed == [CANCELLED]
+        assert isinstance(app.screen, MonitorScreen)
+
+
+async def test_two_marked_runs_overlay_their_curves(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        overlay = screen.query_one("#overlay")
+        assert not overlay.display
+        await move_to(pilot, screen, FAILED)
+        await pilot.press("space")  # a failed run has no curves to compare: not marked
+        assert screen.marked == []
+        await move_to(pilot, screen, FINISHED)
+        await pilot.press("space")
+        await move_to(pilot, screen, FINISHED_2)
+        await pilot.press("space")
+        await pilot.pause()
+        assert screen.marked == [FINISHED, FINISHED_2]
+        assert overlay.display
+        assert screen.query_one("#overlay-accuracy", Chart).draws >= 1
+        assert "demo-minilm vs demo-minilm-lr5e-5" in plain(screen.query_one("#runs-hint"))
+        assert screen.query_one(DataTable).get_row(FINISHED)[0].startswith("✓")
+        await pilot.press("space")  # unmark
+        await pilot.pause()
+        assert not overlay.display
+
+
+async def test_empty_home_says_how_to_start(bertui_home, config_path):
+    app = build_app(bertui_home, config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert "No runs yet" in plain(app.screen.query_one("#runs-empty"))
