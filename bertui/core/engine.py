@@ -119,6 +119,20 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
                    label_column=prepared.label_column)
     eval_bs = hyper.eval_batch_size or 64
 
+    # The Trainer exists before the baselines: the pre-trained model is measured through it,
+    # exactly as a hand-written Trainer script measures its starting point.
+    args = make_training_args(hyper, device, run.checkpoints_dir, len(train))
+    rec.set(batch_size=args.per_device_train_batch_size)
+    samples_per_step = args.per_device_train_batch_size * max(1, device.count if device.kind == "cuda" else 1)
+    callback = make_events_callback(
+        rec.emit, rec.live, samples_per_step=samples_per_step,
+        tokens_per_sample=train.mean_length, checkpoint_seconds=hyper.checkpoint_minutes * 60,
+        stop_requested=lambda: ctl.stop_requested,
+    )
+    trainer = make_trainer(model, args, train, evaluation, tokenizer, [callback],
+                           pad_multiple=8 if device.kind == "cuda" else None)
+    callback.trainer = trainer
+
     if "pretrained" not in metrics:
         from safetensors.torch import save_file
 
@@ -129,10 +143,10 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         head = {k: v for k, v in classifier_head_state(model).items()}
         fresh = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing}
         save_file({**head, **fresh}, str(run.path / HEAD_FILE))
-        probs, feats = batched_forward(model, evaluation, pad_id, eval_bs, features=hyper.probe,
-                                       check=ctl.check_cancel)
-        pred = probs.argmax(-1).tolist()
-        report = classification_report(evaluation.labels, pred, labels)
+        out = trainer.predict(trainer.eval_dataset)
+        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+        report = classification_report(np.asarray(out.label_ids).tolist(),
+                                       np.asarray(logits).argmax(-1).tolist(), labels)
         report["note"] = "untrained classification head" if missing else "head as loaded"
         metrics["pretrained"] = report
         metrics["metrics_backend"] = report.pop("backend")
@@ -142,6 +156,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         if hyper.probe:
             rec.emit("phase", 0, name="probe")
             t0 = time.perf_counter()
+            _, feats = batched_forward(model, evaluation, pad_id, eval_bs, features=True,
+                                       check=ctl.check_cancel)
             _, train_feats = batched_forward(model, train, pad_id, eval_bs, features=True,
                                              check=ctl.check_cancel)
             probe = fit_probe(train_feats, train.labels, len(labels), hyper.seed)
@@ -162,18 +178,7 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         atomic_write_json(run.metrics_path, metrics)
     ctl.check_cancel()
 
-    # --- fine-tuning --------------------------------------------------------------------------
-    args = make_training_args(hyper, device, run.checkpoints_dir, len(train))
-    rec.set(batch_size=args.per_device_train_batch_size)
-    samples_per_step = args.per_device_train_batch_size * max(1, device.count if device.kind == "cuda" else 1)
-    callback = make_events_callback(
-        rec.emit, rec.live, samples_per_step=samples_per_step,
-        tokens_per_sample=train.mean_length, checkpoint_seconds=hyper.checkpoint_minutes * 60,
-        stop_requested=lambda: ctl.stop_requested,
-    )
-    trainer = make_trainer(model, args, train, evaluation, tokenizer, [callback],
-                           pad_multiple=8 if device.kind == "cuda" else None)
-    callback.trainer = trainer
+    # --- fine-tuning ---------------------------------------------------------------------------
     resume_from = last_checkpoint(run.checkpoints_dir) if ctl.resume else None
     if ctl.resume:
         resume_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
