@@ -60,7 +60,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import bertui_cmd, make_tiny_model, run_bertui  # noqa: E402
 from test_bad_input import CASES, make_bad_files, run_case  # noqa: E402
 
 from bertui.core.runs import (  # noqa: E402
@@ -70,9 +69,18 @@ from bertui.core.runs import (  # noqa: E402
     pid_alive,
     read_json,
 )
+from conftest import bertui_cmd, make_tiny_model, run_bertui  # noqa: E402
 
-RUN_ARGS = ("--dataset", "demo", "--epochs", "1", "--batch-size", "8",
-            "--checkpoint-minutes", "0.005")
+RUN_ARGS = (
+    "--dataset",
+    "demo",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--checkpoint-minutes",
+    "0.005",
+)
 RUN_TIMEOUT = 300.0
 
 
@@ -117,8 +125,9 @@ def train_steps(path: Path) -> list[int]:
 
 
 def start_detached(home: Path, model: Path, *extra: str) -> Path:
-    proc = run_bertui("train", "--detach", "--model", str(model), *RUN_ARGS, *extra, home=home,
-                      timeout=180)
+    proc = run_bertui(
+        "train", "--detach", "--model", str(model), *RUN_ARGS, *extra, home=home, timeout=180
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"bertui train --detach failed: {proc.stderr.strip()}")
     return home / "runs" / proc.stdout.strip()
@@ -173,10 +182,15 @@ def model_loads(path: Path) -> tuple[bool, str]:
 def bench_bad_inputs(work: Path, model: Path, finished: Path) -> dict[str, Any]:
     bad = make_bad_files(work / "bad-input", model)
     home = work / "bad-home"
-    shutil.copytree(finished, home / "runs" / finished.name,
-                    ignore=shutil.ignore_patterns("checkpoints"))
-    where = {"model": str(model), "bad": str(bad), "run": finished.name,
-             "tmp": str(work / "scratch")}
+    shutil.copytree(
+        finished, home / "runs" / finished.name, ignore=shutil.ignore_patterns("checkpoints")
+    )
+    where = {
+        "model": str(model),
+        "bad": str(bad),
+        "run": finished.name,
+        "tmp": str(work / "scratch"),
+    }
     (work / "scratch").mkdir(exist_ok=True)
     verdicts = [run_case(case, home, where) for case in CASES]
     return {
@@ -186,10 +200,15 @@ def bench_bad_inputs(work: Path, model: Path, finished: Path) -> dict[str, Any]:
         "tracebacks": sum(1 for v in verdicts if v["traceback"]),
         "home_unchanged": sum(1 for v in verdicts if v["home_unchanged"]),
         "slowest_s": max(v["seconds"] for v in verdicts),
-        "wrong": [{"id": v["id"], "problems": v["problems"], "exit": v["exit"], "line": v["line"]}
-                  for v in verdicts if not v["ok"]],
-        "cases": [{"id": v["id"], "exit": v["exit"], "seconds": v["seconds"], "line": v["line"]}
-                  for v in verdicts],
+        "wrong": [
+            {"id": v["id"], "problems": v["problems"], "exit": v["exit"], "line": v["line"]}
+            for v in verdicts
+            if not v["ok"]
+        ],
+        "cases": [
+            {"id": v["id"], "exit": v["exit"], "seconds": v["seconds"], "line": v["line"]}
+            for v in verdicts
+        ],
     }
 
 
@@ -209,8 +228,7 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
     if target == 0:
         time.sleep(rng.uniform(0.0, 2.0))  # somewhere in loading / baselines
     else:
-        reached = wait_for(lambda: (s := train_steps(path)) and max(s) >= target,
-                           RUN_TIMEOUT, 0.01)
+        reached = wait_for(lambda: (s := train_steps(path)) and max(s) >= target, RUN_TIMEOUT, 0.01)
         if not reached:
             result["error"] = f"never reached step {target} (state {Run.load(path).state})"
             return result
@@ -220,19 +238,25 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
     complete = raw[: raw.rfind(b"\n") + 1]
     steps = train_steps(path)
     checkpoint = last_checkpoint(path / "checkpoints")
-    result.update(killed_at_step=max(steps) if steps else 0,
-                  checkpoint_step=int(checkpoint.name.split("-")[1]) if checkpoint else 0,
-                  torn_tail_bytes=len(raw) - len(complete))
+    result.update(
+        killed_at_step=max(steps) if steps else 0,
+        checkpoint_step=int(checkpoint.name.split("-")[1]) if checkpoint else 0,
+        torn_tail_bytes=len(raw) - len(complete),
+    )
     result["redone_steps"] = result["killed_at_step"] - result["checkpoint_step"]
     # The same in seconds of training: from the checkpoint (or the start of training) to the
     # last step logged before the kill.
     pre = parse(lines_of(complete))
     last_train = [e["time"] for e in pre if e.get("type") == "train"]
-    since = [e["time"] for e in pre if (e.get("type") == "checkpoint"
-                                        and e.get("step") == result["checkpoint_step"])
-             or (e.get("type") == "phase" and e.get("name") == "training")]
-    result["work_lost_s"] = round(max(0.0, last_train[-1] - since[-1]), 2) \
-        if last_train and since else 0.0
+    since = [
+        e["time"]
+        for e in pre
+        if (e.get("type") == "checkpoint" and e.get("step") == result["checkpoint_step"])
+        or (e.get("type") == "phase" and e.get("name") == "training")
+    ]
+    result["work_lost_s"] = (
+        round(max(0.0, last_train[-1] - since[-1]), 2) if last_train and since else 0.0
+    )
     result["shown_lost"] = bool(wait_for(lambda: shown_state(home, path.name) == "lost", 30, 0.5))
 
     t0 = time.monotonic()
@@ -260,8 +284,10 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
     result["step_events_lost"] = len(pre_steps - post_steps)
     post_events = parse(post_lines)
     result["resume_marker"] = any(e.get("type") == "resume" for e in post_events)
-    final_total = max((e.get("total_steps") or 0 for e in post_events
-                       if e.get("type") == "run_start"), default=total)
+    final_total = max(
+        (e.get("total_steps") or 0 for e in post_events if e.get("type") == "run_start"),
+        default=total,
+    )
     logged = {e["step"] for e in post_events if e.get("type") == "train"}
     result["log_gaps"] = len(set(range(1, final_total + 1)) - logged)
     return result
@@ -276,11 +302,14 @@ def bench_kills(home: Path, model: Path, kills: int, seed: int) -> dict[str, Any
         except Exception as exc:  # noqa: BLE001
             results.append({"error": f"{type(exc).__name__}: {exc}"})
         r = results[-1]
-        print(f"  kill {i + 1}/{kills}: step {r.get('killed_at_step', '?')}/"
-              f"{r.get('total_steps', '?')}"
-              f" checkpoint {r.get('checkpoint_step', '?')} lost-shown {r.get('shown_lost')}"
-              f" resumed {r.get('resumed_to_completion')} {r.get('error', '')}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  kill {i + 1}/{kills}: step {r.get('killed_at_step', '?')}/"
+            f"{r.get('total_steps', '?')}"
+            f" checkpoint {r.get('checkpoint_step', '?')} lost-shown {r.get('shown_lost')}"
+            f" resumed {r.get('resumed_to_completion')} {r.get('error', '')}",
+            file=sys.stderr,
+            flush=True,
+        )
     done = [r for r in results if "events_lost" in r]
     redone = [r["redone_steps"] for r in done]
     return {
@@ -314,8 +343,14 @@ def bench_tui_kills(work: Path, home: Path, model: Path, kills: int) -> dict[str
     env.pop("TMUX", None)
 
     def tmux_cmd(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run([tmux, "-L", socket, *args], capture_output=True, text=True,
-                              env=env, timeout=30, check=check)
+        return subprocess.run(
+            [tmux, "-L", socket, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=check,
+        )
 
     results = []
     try:
@@ -348,8 +383,12 @@ def bench_tui_kills(work: Path, home: Path, model: Path, kills: int) -> dict[str
             r["same_worker"] = status.get("pid") == r["worker_pid"] and not status.get("resumed")
             r["finished"] = r["final_state"] == "finished" and metrics_complete(path)[0]
             results.append(r)
-            print(f"  TUI kill {i + 1}/{kills} ({r['how']}): drew {r['tui_drew']}, run "
-                  f"{r['final_state']}", file=sys.stderr, flush=True)
+            print(
+                f"  TUI kill {i + 1}/{kills} ({r['how']}): drew {r['tui_drew']}, run "
+                f"{r['final_state']}",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         tmux_cmd("kill-server")
     return {
@@ -388,8 +427,10 @@ def table(report: dict[str, Any]) -> str:
     if "skipped" in t:
         rows.append(f"  TUI kills      skipped: {t['skipped']}")
     else:
-        rows.append(f"  TUI kills      kills {t['kills']:>3}   TUI drew first {t['tui_drew']:>3}"
-                    f"   runs finished {t['runs_finished']:>3}")
+        rows.append(
+            f"  TUI kills      kills {t['kills']:>3}   TUI drew first {t['tui_drew']:>3}"
+            f"   runs finished {t['runs_finished']:>3}"
+        )
     for w in b["wrong"]:
         rows.append(f"    bad input {w['id']}: {'; '.join(w['problems'])} — {w['line'][:120]}")
     for d in k["details"]:

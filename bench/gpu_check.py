@@ -65,8 +65,9 @@ class Check:
 
 
 def sh(cmd: list[str], env: dict | None = None, timeout: float = 300) -> str:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}… exited {out.returncode}: {out.stderr[-1500:]}")
     return out.stdout
@@ -81,8 +82,11 @@ def restore_fp32(src: Path, dst: Path) -> Path:
 
     dst.mkdir(parents=True, exist_ok=True)
     state = load_file(str(src / "model.safetensors"))
-    save_file({k: v.float().contiguous() for k, v in state.items()}, str(dst / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.float().contiguous() for k, v in state.items()},
+        str(dst / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     for f in src.iterdir():
         if f.name != "model.safetensors":
             shutil.copy(f, dst / f.name)
@@ -115,36 +119,89 @@ def repeated_csv(src: Path, dst: Path, times: int, limit: int | None) -> Path:
 
 
 def bertui_train(model: Path, train: Path, evalf: Path, home: Path, *extra: str) -> dict:
-    out = sh([sys.executable, "-m", "bertui", "train", "--model", str(model), "--dataset", str(train),
-              "--eval-dataset", str(evalf), "--no-probe", "--json", "--quiet",
-              "--checkpoint-minutes", "0", *extra], env={"BERTUI_HOME": str(home)})
+    out = sh(
+        [
+            sys.executable,
+            "-m",
+            "bertui",
+            "train",
+            "--model",
+            str(model),
+            "--dataset",
+            str(train),
+            "--eval-dataset",
+            str(evalf),
+            "--no-probe",
+            "--json",
+            "--quiet",
+            "--checkpoint-minutes",
+            "0",
+            *extra,
+        ],
+        env={"BERTUI_HOME": str(home)},
+    )
     m = json.loads(out)
     t = m["train"]
-    return {"samples_per_s": t["train_samples_per_s"], "tokens_per_s": t["tokens_per_s"],
-            "accuracy": m["finetuned"]["accuracy"], "pretrained_accuracy": m["pretrained"]["accuracy"],
-            "train_seconds": t["train_seconds"], "batch_size": t["batch_size"],
-            "learning_rate": t["learning_rate"], "precision": t["precision"], "device": t["device"]}
+    return {
+        "samples_per_s": t["train_samples_per_s"],
+        "tokens_per_s": t["tokens_per_s"],
+        "accuracy": m["finetuned"]["accuracy"],
+        "pretrained_accuracy": m["pretrained"]["accuracy"],
+        "train_seconds": t["train_seconds"],
+        "batch_size": t["batch_size"],
+        "learning_rate": t["learning_rate"],
+        "precision": t["precision"],
+        "device": t["device"],
+    }
 
 
-def reference(recipe: str, model: Path, train: Path, evalf: Path, epochs: float, lr: float,
-              batch: int) -> dict:
-    out = sh([sys.executable, str(GPU_DIR / "data" / "reference_trainer.py"), "--recipe", recipe,
-              "--model", str(model), "--train", str(train), "--eval", str(evalf),
-              "--text-col", "text", "--label-col", "label", "--epochs", str(epochs),
-              "--lr", str(lr), "--batch", str(batch)])
+def reference(
+    recipe: str, model: Path, train: Path, evalf: Path, epochs: float, lr: float, batch: int
+) -> dict:
+    out = sh(
+        [
+            sys.executable,
+            str(GPU_DIR / "data" / "reference_trainer.py"),
+            "--recipe",
+            recipe,
+            "--model",
+            str(model),
+            "--train",
+            str(train),
+            "--eval",
+            str(evalf),
+            "--text-col",
+            "text",
+            "--label-col",
+            "label",
+            "--epochs",
+            str(epochs),
+            "--lr",
+            str(lr),
+            "--batch",
+            str(batch),
+        ]
+    )
     row = json.loads(out.strip().splitlines()[-1])
-    return {"samples_per_s": row["train_samples_per_s"], "accuracy": row["finetuned_accuracy"],
-            "train_seconds": row["train_seconds"]}
+    return {
+        "samples_per_s": row["train_samples_per_s"],
+        "accuracy": row["finetuned_accuracy"],
+        "train_seconds": row["train_seconds"],
+    }
 
 
-def mfu(result: dict, params: int, layers: int, hidden: int, mean_tokens: float, device: str) -> dict:
+def mfu(
+    result: dict, params: int, layers: int, hidden: int, mean_tokens: float, device: str
+) -> dict:
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     tokens_per_s = result.get("tokens_per_s") or 0
     flops_per_token = 6 * params + 12 * layers * hidden * mean_tokens  # matmuls + attention
     achieved = tokens_per_s * flops_per_token
-    return {"achieved_tflops": round(achieved / 1e12, 2),
-            "peak_tflops": peak and round(peak / 1e12, 1),
-            "mfu": peak and round(achieved / peak, 4)}
+    return {
+        "achieved_tflops": round(achieved / 1e12, 2),
+        "peak_tflops": peak and round(peak / 1e12, 1),
+        "mfu": peak and round(achieved / peak, 4),
+    }
 
 
 def main() -> int:
@@ -189,36 +246,70 @@ def main() -> int:
     mean_tokens = sum(len(x) for x in tok(texts[:2000])["input_ids"]) / min(2000, len(texts))
     c.results["data"] = {"train_rows": len(texts), "mean_tokens": round(mean_tokens, 1)}
 
-    models = {"minilm": (minilm, 1e-4, 22_713_728, 6, 384),
-              "bert-base": (base, 3e-5, 109_482_240, 12, 768)}
+    models = {
+        "minilm": (minilm, 1e-4, 22_713_728, 6, 384),
+        "bert-base": (base, 3e-5, 109_482_240, 12, 768),
+    }
     for name, (path, lr, params, layers, hidden) in models.items():
-        same = c.step(f"{name}/bertui-batch16", lambda: bertui_train(
-            path, train_big, test, home, "--epochs", str(epochs), "--lr", str(lr),
-            "--batch-size", str(batch)))
-        fast = c.step(f"{name}/bertui-gpu-defaults", lambda: bertui_train(
-            path, train_big, test, home, "--epochs", str(epochs)))
-        tuned = c.step(f"{name}/reference-tuned", lambda: reference(
-            "tuned", path, train_big, test, epochs, lr, batch))
-        seed = c.step(f"{name}/reference-seed", lambda: reference(
-            "seed", path, train_big, test, epochs, lr, batch), need=60)
+        same = c.step(
+            f"{name}/bertui-batch16",
+            lambda: bertui_train(
+                path,
+                train_big,
+                test,
+                home,
+                "--epochs",
+                str(epochs),
+                "--lr",
+                str(lr),
+                "--batch-size",
+                str(batch),
+            ),
+        )
+        fast = c.step(
+            f"{name}/bertui-gpu-defaults",
+            lambda: bertui_train(path, train_big, test, home, "--epochs", str(epochs)),
+        )
+        tuned = c.step(
+            f"{name}/reference-tuned",
+            lambda: reference("tuned", path, train_big, test, epochs, lr, batch),
+        )
+        seed = c.step(
+            f"{name}/reference-seed",
+            lambda: reference("seed", path, train_big, test, epochs, lr, batch),
+            need=60,
+        )
         if name == "bert-base":
-            c.step(f"{name}/bertui-gpu-defaults-compile", lambda: bertui_train(
-                path, train_big, test, home, "--epochs", str(epochs), "--torch-compile"), need=90)
+            c.step(
+                f"{name}/bertui-gpu-defaults-compile",
+                lambda: bertui_train(
+                    path, train_big, test, home, "--epochs", str(epochs), "--torch-compile"
+                ),
+                need=90,
+            )
         ratios = {}
         for label, ours in (("batch16", same), ("gpu-defaults", fast)):
             for ref_name, ref in (("tuned", tuned), ("seed", seed)):
                 if ours and ref and "samples_per_s" in ours and "samples_per_s" in ref:
-                    ratios[f"bertui-{label}/{ref_name}"] = round(ours["samples_per_s"] / ref["samples_per_s"], 2)
+                    ratios[f"bertui-{label}/{ref_name}"] = round(
+                        ours["samples_per_s"] / ref["samples_per_s"], 2
+                    )
         c.results["steps"][f"{name}/ratios"] = ratios
         if fast and "tokens_per_s" in fast:
-            c.results["steps"][f"{name}/mfu"] = mfu(fast, params, layers, hidden, mean_tokens, device)
+            c.results["steps"][f"{name}/mfu"] = mfu(
+                fast, params, layers, hidden, mean_tokens, device
+            )
             if name == "bert-base":
                 c.results["steps"]["bert-base/sst2-3-epochs-estimate-s"] = round(
-                    67349 * 3 / fast["samples_per_s"], 1)
+                    67349 * 3 / fast["samples_per_s"], 1
+                )
         c.save()
 
-    c.step("minilm/accuracy-reviews-defaults", lambda: bertui_train(
-        minilm, data / "train.csv" if not a.smoke else train_big, test, home), need=60)
+    c.step(
+        "minilm/accuracy-reviews-defaults",
+        lambda: bertui_train(minilm, data / "train.csv" if not a.smoke else train_big, test, home),
+        need=60,
+    )
     c.save()
     print(json.dumps(c.results, indent=2))
     return 0

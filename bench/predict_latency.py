@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 SENTENCES = [
     "Great.",
@@ -39,10 +38,30 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="bertui-latency-") as home:
         env["BERTUI_HOME"] = home
-        subprocess.run([sys.executable, "-m", "bertui", "train", "--model", a.model, "--dataset",
-                        "demo", "--max-train-samples", "32", "--max-eval-samples", "16",
-                        "--epochs", "1", "--quiet", "--name", "latency"],
-                       env=env, check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bertui",
+                "train",
+                "--model",
+                a.model,
+                "--dataset",
+                "demo",
+                "--max-train-samples",
+                "32",
+                "--max-eval-samples",
+                "16",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--name",
+                "latency",
+            ],
+            env=env,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         os.environ.update(env)
         import torch
 
@@ -60,24 +79,35 @@ def main() -> int:
                 predictor.predict([s])
                 times.append((time.perf_counter() - t0) * 1000)
             tokens = len(predictor.tokenizer(s)["input_ids"])
-            rows.append({"tokens": tokens, "median_ms": round(statistics.median(times), 2),
-                         "p90_ms": round(sorted(times)[int(0.9 * len(times))], 2)})
+            rows.append(
+                {
+                    "tokens": tokens,
+                    "median_ms": round(statistics.median(times), 2),
+                    "p90_ms": round(sorted(times)[int(0.9 * len(times))], 2),
+                }
+            )
         # Per model: the pre-trained and the probe share one forward pass.
         from bertui.core.training import Encoded, batched_forward
 
         enc = Encoded(predictor.tokenizer([SENTENCES[1]])["input_ids"], [0])
         per_model = {}
-        for name, model, feats in (("pretrained+probe", predictor.base, True),
-                                   ("finetuned", predictor.finetuned, False)):
+        for name, model, feats in (
+            ("pretrained+probe", predictor.base, True),
+            ("finetuned", predictor.finetuned, False),
+        ):
             times = []
             for _ in range(a.repeats):
                 t0 = time.perf_counter()
                 batched_forward(model, enc, predictor.tokenizer.pad_token_id, features=feats)
                 times.append((time.perf_counter() - t0) * 1000)
             per_model[name] = round(statistics.median(times), 2)
-    report = {"model": a.model, "torch_threads": torch.get_num_threads(), "sentences": rows,
-              "per_model_ms_13_tokens": per_model,
-              "median_ms_all_three": round(statistics.median(r["median_ms"] for r in rows), 2)}
+    report = {
+        "model": a.model,
+        "torch_threads": torch.get_num_threads(),
+        "sentences": rows,
+        "per_model_ms_13_tokens": per_model,
+        "median_ms_all_three": round(statistics.median(r["median_ms"] for r in rows), 2),
+    }
     if a.json:
         print(json.dumps(report, indent=2))
     else:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BARE_APP = '''
+BARE_APP = """
 from textual.app import App
 from textual.widgets import Footer, Header, Static
 
@@ -34,7 +34,7 @@ class Bare(App):
         yield Footer()
 
 Bare().run()
-'''
+"""
 
 
 def tmux(*args: str) -> str:
@@ -45,8 +45,21 @@ def time_to_screen(command: str, marker: str, env: dict, timeout: float = 30.0) 
     session = f"bench{os.getpid()}{time.monotonic_ns() % 100000}"
     env_prefix = " ".join(f"{k}={v}" for k, v in env.items())
     t0 = time.perf_counter()
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                    f"env {env_prefix} {command}"], check=True)
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            f"env {env_prefix} {command}",
+        ],
+        check=True,
+    )
     try:
         while time.perf_counter() - t0 < timeout:
             if marker in tmux("capture-pane", "-p", "-t", session):
@@ -70,11 +83,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bertui-startup-") as tmp:
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE_APP)
-        env = {"BERTUI_HOME": f"{tmp}/home", "XDG_CONFIG_HOME": f"{tmp}/config",
-               "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}
+        env = {
+            "BERTUI_HOME": f"{tmp}/home",
+            "XDG_CONFIG_HOME": f"{tmp}/config",
+            "HF_HUB_OFFLINE": "1",
+            "TERM": "xterm-256color",
+        }
         times: dict[str, list[float]] = {"bertui": [], "bare": []}
         for i in range(a.rounds + 1):
-            pair = [("bertui", bertui, "New run"), ("bare", f"{sys.executable} {bare}", "bare textual app ready")]
+            pair = [
+                ("bertui", bertui, "New run"),
+                ("bare", f"{sys.executable} {bare}", "bare textual app ready"),
+            ]
             for name, cmd, marker in pair if i % 2 else reversed(pair):
                 t = time_to_screen(cmd, marker, env)
                 if i:  # the first round warms the disk cache
@@ -83,14 +103,41 @@ def main() -> int:
 
         # Memory while monitoring a real run.
         run_env = {**os.environ, **env}
-        out = subprocess.run([sys.executable, "-m", "bertui", "train", "--dataset", "demo",
-                              "--epochs", "5", "--detach"], env=run_env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bertui",
+                "train",
+                "--dataset",
+                "demo",
+                "--epochs",
+                "5",
+                "--detach",
+            ],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         run_id = out.stdout.strip()
         session = "benchmon"
         env_prefix = " ".join(f"{k}={v}" for k, v in env.items())
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                        f"env {env_prefix} {bertui} show {run_id}"], check=True)
+        subprocess.run(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                f"env {env_prefix} {bertui} show {run_id}",
+            ],
+            check=True,
+        )
         time.sleep(a.settle)
         import psutil
 
@@ -103,20 +150,34 @@ def main() -> int:
         torch_loaded = "libtorch" in maps
         screen = tmux("capture-pane", "-p", "-t", session)
         tmux("kill-session", "-t", session)
-        subprocess.run([sys.executable, "-m", "bertui", "cancel", run_id], env=run_env,
-                       capture_output=True, check=False)
-    report = {"rounds": a.rounds, "bertui_s": round(med["bertui"], 3), "bare_s": round(med["bare"], 3),
-              "ratio": round(med["bertui"] / med["bare"], 3),
-              "all": {k: [round(x, 3) for x in v] for k, v in times.items()},
-              "monitor_rss_mb": round(rss / 2**20, 1), "monitor_cpu_percent": cpu,
-              "torch_loaded_in_tui": torch_loaded, "monitor_title_seen": "Monitor" in screen}
+        subprocess.run(
+            [sys.executable, "-m", "bertui", "cancel", run_id],
+            env=run_env,
+            capture_output=True,
+            check=False,
+        )
+    report = {
+        "rounds": a.rounds,
+        "bertui_s": round(med["bertui"], 3),
+        "bare_s": round(med["bare"], 3),
+        "ratio": round(med["bertui"] / med["bare"], 3),
+        "all": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "monitor_rss_mb": round(rss / 2**20, 1),
+        "monitor_cpu_percent": cpu,
+        "torch_loaded_in_tui": torch_loaded,
+        "monitor_title_seen": "Monitor" in screen,
+    }
     if a.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"first screen: bertui {report['bertui_s']} s, bare Textual {report['bare_s']} s, "
-              f"ratio {report['ratio']} (target ≤ 1.5; median of {a.rounds})")
-        print(f"monitoring a run: {report['monitor_rss_mb']} MiB resident, "
-              f"{cpu:.1f} % CPU, torch loaded: {torch_loaded}")
+        print(
+            f"first screen: bertui {report['bertui_s']} s, bare Textual {report['bare_s']} s, "
+            f"ratio {report['ratio']} (target ≤ 1.5; median of {a.rounds})"
+        )
+        print(
+            f"monitoring a run: {report['monitor_rss_mb']} MiB resident, "
+            f"{cpu:.1f} % CPU, torch loaded: {torch_loaded}"
+        )
     return 0
 
 

@@ -35,36 +35,86 @@ REFERENCE = SHARED / "bench" / "reference_trainer.py"
 
 
 def run_reference(recipe: str, a: argparse.Namespace, model_dir: str) -> dict:
-    cmd = [sys.executable, str(REFERENCE), "--recipe", recipe, "--model", model_dir,
-           "--train", a.train, "--eval", a.eval, "--text-col", a.text_col,
-           "--label-col", a.label_col, "--n-train", str(a.n_train), "--epochs", str(a.epochs),
-           "--lr", str(a.lr), "--batch", str(a.batch)]
+    cmd = [
+        sys.executable,
+        str(REFERENCE),
+        "--recipe",
+        recipe,
+        "--model",
+        model_dir,
+        "--train",
+        a.train,
+        "--eval",
+        a.eval,
+        "--text-col",
+        a.text_col,
+        "--label-col",
+        a.label_col,
+        "--n-train",
+        str(a.n_train),
+        "--epochs",
+        str(a.epochs),
+        "--lr",
+        str(a.lr),
+        "--batch",
+        str(a.batch),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
     if out.returncode != 0:
         raise SystemExit(f"reference {recipe} failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"samples_per_s": row["train_samples_per_s"], "accuracy": row["finetuned_accuracy"],
-            "seconds": row["train_seconds"]}
+    return {
+        "samples_per_s": row["train_samples_per_s"],
+        "accuracy": row["finetuned_accuracy"],
+        "seconds": row["train_seconds"],
+    }
 
 
 def run_bertui(a: argparse.Namespace, quiet: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bertui-bench-") as home:
-        cmd = [sys.executable, "-m", "bertui", "train", "--model", a.model, "--dataset", a.train,
-               "--eval-dataset", a.eval, "--text-column", a.text_col, "--label-column",
-               a.label_col, "--epochs", str(a.epochs), "--lr", str(a.lr), "--batch-size",
-               str(a.batch), "--no-probe", "--json", "--quiet", "--checkpoint-minutes", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bertui",
+            "train",
+            "--model",
+            a.model,
+            "--dataset",
+            a.train,
+            "--eval-dataset",
+            a.eval,
+            "--text-column",
+            a.text_col,
+            "--label-column",
+            a.label_col,
+            "--epochs",
+            str(a.epochs),
+            "--lr",
+            str(a.lr),
+            "--batch-size",
+            str(a.batch),
+            "--no-probe",
+            "--json",
+            "--quiet",
+            "--checkpoint-minutes",
+            "0",
+        ]
         if a.n_train:
             cmd += ["--max-train-samples", str(a.n_train)]
         if quiet:
             cmd += ["--no-events", "--no-telemetry"]
-        out = subprocess.run(cmd, capture_output=True, text=True,
-                             env={**_env(), "BERTUI_HOME": home}, check=False)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env={**_env(), "BERTUI_HOME": home}, check=False
+        )
         if out.returncode != 0:
             raise SystemExit(f"bertui failed:\n{out.stderr[-3000:]}")
         metrics = json.loads(out.stdout)
         train = metrics["train"]
-        return {"samples_per_s": train["train_samples_per_s"],
-                "accuracy": metrics["finetuned"]["accuracy"], "seconds": train["train_seconds"]}
+        return {
+            "samples_per_s": train["train_samples_per_s"],
+            "accuracy": metrics["finetuned"]["accuracy"],
+            "seconds": train["train_seconds"],
+        }
 
 
 def _env() -> dict:
@@ -73,13 +123,20 @@ def _env() -> dict:
 
 def summarise(rows: list[dict]) -> dict:
     sps = [r["samples_per_s"] for r in rows]
-    return {"median": statistics.median(sps), "min": min(sps), "max": max(sps),
-            "accuracy": statistics.median(r["accuracy"] for r in rows), "runs": len(rows)}
+    return {
+        "median": statistics.median(sps),
+        "min": min(sps),
+        "max": max(sps),
+        "accuracy": statistics.median(r["accuracy"] for r in rows),
+        "runs": len(rows),
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="default", help="bertui model spec (default: embedded MiniLM)")
+    p.add_argument(
+        "--model", default="default", help="bertui model spec (default: embedded MiniLM)"
+    )
     p.add_argument("--train", default=str(SHARED / "data" / "reviews" / "train.csv"))
     p.add_argument("--eval", default=str(SHARED / "data" / "reviews" / "test.csv"))
     p.add_argument("--text-col", default="text")
@@ -89,8 +146,11 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--recipes", default="bertui,tuned,seed",
-                   help="comma list of bertui, tuned, seed, bertui-quiet")
+    p.add_argument(
+        "--recipes",
+        default="bertui,tuned,seed",
+        help="comma list of bertui, tuned, seed, bertui-quiet",
+    )
     p.add_argument("--overhead", action="store_true", help="also run bertui-quiet (events off)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
@@ -114,22 +174,33 @@ def main() -> int:
             else:
                 row = run_reference(recipe, a, model_dir)
             results[recipe].append(row)
-            print(f"round {round_ + 1} {recipe:<13} {row['samples_per_s']:8.2f} samples/s  "
-                  f"accuracy {row['accuracy']:.4f}", file=sys.stderr, flush=True)
+            print(
+                f"round {round_ + 1} {recipe:<13} {row['samples_per_s']:8.2f} samples/s  "
+                f"accuracy {row['accuracy']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     summary = {name: summarise(rows) for name, rows in results.items()}
     ratios = {}
     if "bertui" in summary:
         for other in ("tuned", "seed", "bertui-quiet"):
             if other in summary:
-                ratios[f"bertui/{other}"] = round(summary["bertui"]["median"] / summary[other]["median"], 3)
+                ratios[f"bertui/{other}"] = round(
+                    summary["bertui"]["median"] / summary[other]["median"], 3
+                )
         if "tuned" in summary:
             ratios["accuracy bertui-tuned (points)"] = round(
-                100 * (summary["bertui"]["accuracy"] - summary["tuned"]["accuracy"]), 2)
+                100 * (summary["bertui"]["accuracy"] - summary["tuned"]["accuracy"]), 2
+            )
     import torch
 
-    report = {"config": {k: v for k, v in vars(a).items() if k != "json"},
-              "torch_threads": torch.get_num_threads(), "minutes": round((time.time() - t0) / 60, 1),
-              "summary": summary, "ratios": ratios}
+    report = {
+        "config": {k: v for k, v in vars(a).items() if k != "json"},
+        "torch_threads": torch.get_num_threads(),
+        "minutes": round((time.time() - t0) / 60, 1),
+        "summary": summary,
+        "ratios": ratios,
+    }
     if a.json:
         print(json.dumps(report, indent=2))
         return 0

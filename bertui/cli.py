@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
-STATE_EXIT = {"finished": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED,
-              "lost": EXIT_FAILED}
+STATE_EXIT = {
+    "finished": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "lost": EXIT_FAILED,
+}
 
 
 class UsageError(Exception):
@@ -46,24 +50,38 @@ def number(text: str) -> float:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="bertui", description="Fine-tune BERT classifiers and compare them with the "
-               "pre-trained model. With no command, opens the terminal app.")
+    p = Parser(
+        prog="bertui",
+        description="Fine-tune BERT classifiers and compare them with the "
+        "pre-trained model. With no command, opens the terminal app.",
+    )
     sub = p.add_subparsers(dest="command", parser_class=Parser)
 
     t = sub.add_parser("train", help="start a fine-tuning run (and follow it)")
     t.add_argument("--model", default="default", help="'default', a local folder or a hub id")
-    t.add_argument("--dataset", default="demo", help="'demo', a csv/tsv/json/jsonl/parquet file "
-                   "or a hub dataset ID[:CONFIG][@SPLIT]")
+    t.add_argument(
+        "--dataset",
+        default="demo",
+        help="'demo', a csv/tsv/json/jsonl/parquet file or a hub dataset ID[:CONFIG][@SPLIT]",
+    )
     t.add_argument("--eval-dataset", help="a separate eval file or dataset (or @SPLIT)")
     t.add_argument("--eval-split", help="eval split of a hub dataset")
     t.add_argument("--split", help="train split of a hub dataset (default: train)")
-    t.add_argument("--holdout", type=number, default=0.2,
-                   help="fraction held out for eval when there is no eval data (default 0.2)")
+    t.add_argument(
+        "--holdout",
+        type=number,
+        default=0.2,
+        help="fraction held out for eval when there is no eval data (default 0.2)",
+    )
     t.add_argument("--text-column")
     t.add_argument("--label-column")
     t.add_argument("--epochs", type=number, default=3.0)
-    t.add_argument("--lr", type=number, dest="learning_rate",
-                   help="learning rate (default: by model size, 1e-4 for MiniLM)")
+    t.add_argument(
+        "--lr",
+        type=number,
+        dest="learning_rate",
+        help="learning rate (default: by model size, 1e-4 for MiniLM)",
+    )
     t.add_argument("--batch-size", type=positive_int, help="default 16 on CPU, 64 on GPU")
     t.add_argument("--max-length", type=positive_int, default=128)
     t.add_argument("--max-train-samples", type=positive_int)
@@ -72,19 +90,36 @@ def build_parser() -> Parser:
     t.add_argument("--precision", default="auto", help="auto|bf16|fp16|fp32")
     t.add_argument("--no-probe", dest="probe", action="store_false", help="skip the linear probe")
     t.add_argument("--name")
-    t.add_argument("--auto-batch-size", action="store_true",
-                   help="on out-of-memory, retry with a smaller batch")
-    t.add_argument("--checkpoint-minutes", type=number, default=2.0,
-                   help="save a checkpoint at least this often (default 2; 0 = each epoch only)")
+    t.add_argument(
+        "--auto-batch-size",
+        action="store_true",
+        help="on out-of-memory, retry with a smaller batch",
+    )
+    t.add_argument(
+        "--checkpoint-minutes",
+        type=number,
+        default=2.0,
+        help="save a checkpoint at least this often (default 2; 0 = each epoch only)",
+    )
     t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
     t.add_argument("--torch-compile", action="store_true")
-    t.add_argument("--no-events", dest="monitor_events", action="store_false",
-                   help="write only the essential events (for overhead measurements)")
+    t.add_argument(
+        "--no-events",
+        dest="monitor_events",
+        action="store_false",
+        help="write only the essential events (for overhead measurements)",
+    )
     t.add_argument("--no-telemetry", dest="monitor_telemetry", action="store_false")
-    t.add_argument("--allow-pickle", action="store_true",
-                   help="allow pickled (*.bin) weights, which can run code when loaded")
-    t.add_argument("--trust-remote-code", action="store_true",
-                   help="run code from the model repository (only for repositories you trust)")
+    t.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickled (*.bin) weights, which can run code when loaded",
+    )
+    t.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run code from the model repository (only for repositories you trust)",
+    )
     t.add_argument("--detach", action="store_true", help="print the run id and return at once")
     t.add_argument("--json", action="store_true", help="print metrics.json at the end")
     t.add_argument("--quiet", action="store_true", help="no progress display")
@@ -97,10 +132,12 @@ def build_parser() -> Parser:
     pr.add_argument("texts", nargs="+", metavar="TEXT")
     pr.add_argument("--json", action="store_true")
 
-    for name, text in (("cancel", "stop a run at its next step (checkpoint saved)"),
-                       ("resume", "continue a cancelled or lost run from its last checkpoint"),
-                       ("show", "open the terminal app on a run"),
-                       ("delete", "delete a run directory")):
+    for name, text in (
+        ("cancel", "stop a run at its next step (checkpoint saved)"),
+        ("resume", "continue a cancelled or lost run from its last checkpoint"),
+        ("show", "open the terminal app on a run"),
+        ("delete", "delete a run directory"),
+    ):
         c = sub.add_parser(name, help=text)
         c.add_argument("run")
         if name == "resume":
@@ -108,8 +145,12 @@ def build_parser() -> Parser:
             c.add_argument("--json", action="store_true")
             c.add_argument("--quiet", action="store_true")
         if name == "cancel":
-            c.add_argument("--wait", type=number, default=30.0,
-                           help="seconds to wait for the worker to stop (default 30)")
+            c.add_argument(
+                "--wait",
+                type=number,
+                default=30.0,
+                help="seconds to wait for the worker to stop (default 30)",
+            )
 
     m = sub.add_parser("models", help="list the models bertui can use here")
     m.add_argument("--json", action="store_true")
@@ -143,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BERTUI_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"bertui: {type(exc).__name__}: {first} (BERTUI_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"bertui: {type(exc).__name__}: {first} (BERTUI_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
@@ -171,8 +214,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bertui.core.launch import RunOptions, build_config, start_run, validate_options
 
     fields = RunOptions.__dataclass_fields__
-    options = RunOptions(**{k: v for k, v in vars(args).items() if k in fields and k != "dataset"},
-                         dataset=args.dataset)
+    options = RunOptions(
+        **{k: v for k, v in vars(args).items() if k in fields and k != "dataset"},
+        dataset=args.dataset,
+    )
     validate_options(options)  # cheap checks before anything slow
     go_offline_if_unreachable()
     config = build_config(options)
@@ -206,8 +251,10 @@ def follow(run: Any, *, as_json: bool = False, quiet: bool = False) -> int:
                 elif kind == "eval":
                     last_eval = event
                 elif kind == "baseline" and show:
-                    print(f"\r{_clear(tty)}{event['name']}: accuracy {event['accuracy']:.4f}",
-                          file=sys.stderr)
+                    print(
+                        f"\r{_clear(tty)}{event['name']}: accuracy {event['accuracy']:.4f}",
+                        file=sys.stderr,
+                    )
                 elif kind == "log" and event.get("level") == "warning" and show:
                     print(f"\r{_clear(tty)}warning: {event.get('message')}", file=sys.stderr)
             state = run.refresh().state
@@ -245,9 +292,11 @@ def progress_line(phase: str, progress: dict[str, Any], last_eval: dict[str, Any
     step, total = progress.get("step", 0), progress.get("total_steps") or 0
     pct = 100 * step / total if total else 0
     eta = progress.get("eta_s")
-    parts = [f"training {pct:5.1f}% step {step}/{total}",
-             f"epoch {progress.get('epoch') or 0:.2f}",
-             f"{progress.get('samples_per_s', 0):.1f} samples/s"]
+    parts = [
+        f"training {pct:5.1f}% step {step}/{total}",
+        f"epoch {progress.get('epoch') or 0:.2f}",
+        f"{progress.get('samples_per_s', 0):.1f} samples/s",
+    ]
     if eta is not None:
         parts.append(f"ETA {format_seconds(eta)}")
     if last_eval and last_eval.get("accuracy") is not None:
@@ -274,14 +323,20 @@ def finish_report(run: Any, state: str, *, as_json: bool, quiet: bool) -> int:
         return EXIT_OK
     error = run.status.get("error")
     if state == "failed":
-        print(f"bertui: run {run.id} failed: {error or 'see ' + str(run.log_path)}", file=sys.stderr)
+        print(
+            f"bertui: run {run.id} failed: {error or 'see ' + str(run.log_path)}", file=sys.stderr
+        )
         print(f"bertui: full log: {run.log_path}", file=sys.stderr) if not error else None
     elif state == "cancelled":
-        print(f"bertui: run {run.id} cancelled; 'bertui resume {run.id}' continues it",
-              file=sys.stderr)
+        print(
+            f"bertui: run {run.id} cancelled; 'bertui resume {run.id}' continues it",
+            file=sys.stderr,
+        )
     elif state == "lost":
-        print(f"bertui: run {run.id} lost (its worker died); 'bertui resume {run.id}' continues it",
-              file=sys.stderr)
+        print(
+            f"bertui: run {run.id} lost (its worker died); 'bertui resume {run.id}' continues it",
+            file=sys.stderr,
+        )
     if as_json and metrics:
         print(json.dumps(metrics, indent=2))
     return STATE_EXIT.get(state, EXIT_FAILED)
@@ -289,16 +344,23 @@ def finish_report(run: Any, state: str, *, as_json: bool, quiet: bool) -> int:
 
 def summary_text(metrics: dict[str, Any]) -> str:
     rows = []
-    for name, title in (("pretrained", "pre-trained"), ("probe", "linear probe"),
-                        ("finetuned", "fine-tuned")):
+    for name, title in (
+        ("pretrained", "pre-trained"),
+        ("probe", "linear probe"),
+        ("finetuned", "fine-tuned"),
+    ):
         m = metrics.get(name)
         if m:
             note = f"  ({m['note']})" if name == "pretrained" and m.get("note") else ""
-            rows.append(f"  {title:<13} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{note}")
+            rows.append(
+                f"  {title:<13} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{note}"
+            )
     train = metrics.get("train") or {}
     if train:
-        rows.append(f"  training: {train.get('train_samples_per_s')} samples/s, "
-                    f"{train.get('train_seconds')} s on {train.get('device')}")
+        rows.append(
+            f"  training: {train.get('train_samples_per_s')} samples/s, "
+            f"{train.get('train_seconds')} s on {train.get('device')}"
+        )
     return "\n".join(rows)
 
 
@@ -312,13 +374,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print("no runs yet: 'bertui train' or 'bertui' starts one", file=sys.stderr)
         return EXIT_OK
-    print(f"{'ID':<23} {'NAME':<20} {'STATUS':<9} {'MODEL':<18} {'DATASET':<22} "
-          f"{'ACC BEFORE→AFTER':<17} {'TIME':>8} {'SAMPLES/S':>9}")
+    print(
+        f"{'ID':<23} {'NAME':<20} {'STATUS':<9} {'MODEL':<18} {'DATASET':<22} "
+        f"{'ACC BEFORE→AFTER':<17} {'TIME':>8} {'SAMPLES/S':>9}"
+    )
     for r in rows:
         acc = f"{_pct(r['accuracy_before'])} → {_pct(r['accuracy_after'])}"
-        print(f"{r['id']:<23} {_cut(r['name'], 20):<20} {r['status']:<9} {_cut(r['model'], 18):<18} "
-              f"{_cut(Path(str(r['dataset'])).name, 22):<22} {acc:<17} "
-              f"{format_seconds(r['duration_s']):>8} {r['samples_per_s'] or '-':>9}")
+        print(
+            f"{r['id']:<23} {_cut(r['name'], 20):<20} {r['status']:<9} {_cut(r['model'], 18):<18} "
+            f"{_cut(Path(str(r['dataset'])).name, 22):<22} {acc:<17} "
+            f"{format_seconds(r['duration_s']):>8} {r['samples_per_s'] or '-':>9}"
+        )
     return EXIT_OK
 
 

@@ -115,9 +115,16 @@ class Worker:
 
         me = psutil.Process()
         first_start = self.rec.status.get("started")
-        self.rec.set(state="running", pid=os.getpid(), pid_started=me.create_time(),
-                     host=socket.gethostname(), started=first_start or time.time(),
-                     ended=None, error=None, resumed=self.resume or None)
+        self.rec.set(
+            state="running",
+            pid=os.getpid(),
+            pid_started=me.create_time(),
+            host=socket.gethostname(),
+            started=first_start or time.time(),
+            ended=None,
+            error=None,
+            resumed=self.resume or None,
+        )
         heartbeat = self._start_heartbeat()
         code = EXIT_FAILED
         try:
@@ -177,14 +184,15 @@ def describe_failure(exc: BaseException, batch_size: int | None, run_dir: Path) 
     if "OutOfMemoryError" in name or "CUDA out of memory" in text:
         b = batch_size or 0
         hint = f"try --batch-size {max(1, b // 2)}" if b > 1 else "try a shorter --max-length"
-        return (f"out of GPU memory at batch size {b}; {hint} "
-                "(or --auto-batch-size)")
+        return f"out of GPU memory at batch size {b}; {hint} (or --auto-batch-size)"
     if isinstance(exc, MemoryError):
         b = batch_size or 0
         return f"out of memory at batch size {b}; try --batch-size {max(1, b // 2)}"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return (f"disk full while writing in {run_dir}; free some space, then "
-                f"'bertui resume {run_dir.name}'")
+        return (
+            f"disk full while writing in {run_dir}; free some space, then "
+            f"'bertui resume {run_dir.name}'"
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS):
         return f"cannot write {exc.filename or run_dir}: {exc.strerror}"
     return f"{name}: {text}" if text else name
@@ -200,10 +208,19 @@ def spawn(run_dir: Path, resume: bool = False) -> int:
     cmd = [sys.executable, "-m", "bertui.worker", "--spawn", str(run_dir)]
     if resume:
         cmd.append("--resume")
-    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         start_new_session=True, check=False, timeout=60)
+    out = subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        check=False,
+        timeout=60,
+    )
     if out.returncode != 0 or not out.stdout.strip().isdigit():
-        raise RuntimeError(f"could not start the worker: {out.stderr.strip() or out.stdout.strip()}")
+        raise RuntimeError(
+            f"could not start the worker: {out.stderr.strip() or out.stdout.strip()}"
+        )
     return int(out.stdout.strip())
 
 
@@ -213,8 +230,16 @@ def _launch(run_dir: Path, resume: bool) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     cmd = [sys.executable, "-m", "bertui.worker", str(run_dir)] + (["--resume"] if resume else [])
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, close_fds=True, env=env, cwd=run_dir)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+        env=env,
+        cwd=run_dir,
+    )
     print(proc.pid, flush=True)
     return 0
 

@@ -27,11 +27,18 @@ def bertui_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "bertui", *args]
 
 
-def run_bertui(*args: str, home: Path, timeout: float = 600, env: dict | None = None,
-               check: bool = False) -> subprocess.CompletedProcess:
+def run_bertui(
+    *args: str, home: Path, timeout: float = 600, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "BERTUI_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.run(bertui_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          env=full_env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        bertui_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"bertui {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -55,9 +62,15 @@ def make_tiny_model(path: Path, *, num_labels: int = 2, layers: int = 2) -> Path
     from bertui.core.models import embedded_model_dir
 
     tokenizer = BertTokenizerFast.from_pretrained(str(embedded_model_dir()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-                        num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=num_labels,
+    )
     torch.manual_seed(0)
     # A bare encoder (BertModel), as most hub checkpoints are: the head is initialised by bertui.
     from transformers import BertModel
@@ -82,8 +95,21 @@ def session_home(tmp_path_factory) -> Path:
 def finished_run(tiny_model, session_home) -> Path:
     """A real run directory: the tiny model fine-tuned on the demo data for one epoch by the
     real worker. Shared read-only by the tests that only read it."""
-    proc = run_bertui("train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "1",
-                      "--name", "tiny-demo", "--json", "--quiet", home=session_home, check=True)
+    proc = run_bertui(
+        "train",
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        "demo",
+        "--epochs",
+        "1",
+        "--name",
+        "tiny-demo",
+        "--json",
+        "--quiet",
+        home=session_home,
+        check=True,
+    )
     metrics = json.loads(proc.stdout)
     assert metrics["finetuned"] is not None
     runs = sorted((session_home / "runs").iterdir())

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import run_bertui
 
 # --- the bad files ---------------------------------------------------------------------------
@@ -32,8 +33,9 @@ from conftest import run_bertui
 
 def _rows(n: int = 40) -> list[tuple[str, object]]:
     topics = ("the film", "this phone", "our hotel", "the concert", "that book")
-    return [(f"{topics[i % 5]} number {i} was {'great' if i % 2 else 'awful'}", i % 2)
-            for i in range(n)]
+    return [
+        (f"{topics[i % 5]} number {i} was {'great' if i % 2 else 'awful'}", i % 2) for i in range(n)
+    ]
 
 
 def _csv(path: Path, rows: list[tuple[object, object]], header: str = "text,label") -> Path:
@@ -50,22 +52,27 @@ def make_bad_files(d: Path, tiny_model: Path) -> Path:
     (d / "blank.csv").write_text("\n\n   \n", encoding="utf-8")
     (d / "binary.csv").write_bytes(bytes(range(256)) * 40)
     (d / "really_csv.json").write_text("text,label\nhello there,1\ngood bye,0\n", encoding="utf-8")
-    (d / "really_text.parquet").write_text("text,label\nhello there,1\ngood bye,0\n",
-                                           encoding="utf-8")
-    (d / "ragged.csv").write_text("text,label\nhello world,1\ngood bye,0,surplus\nok,1\n",
-                                  encoding="utf-8")
+    (d / "really_text.parquet").write_text(
+        "text,label\nhello there,1\ngood bye,0\n", encoding="utf-8"
+    )
+    (d / "ragged.csv").write_text(
+        "text,label\nhello world,1\ngood bye,0,surplus\nok,1\n", encoding="utf-8"
+    )
     (d / "latin1.csv").write_bytes("text,label\ncafé crème brûlée,1\nplain,0\n".encode("latin-1"))
     (d / "object.json").write_text('{"name": "reviews", "version": 2}', encoding="utf-8")
     (d / "number.json").write_text("42\n", encoding="utf-8")
     (d / "strings.json").write_text('["a text", "another text"]', encoding="utf-8")
-    (d / "broken.jsonl").write_text('{"text": "fine", "label": 1}\n{"text": "broken", "lab\n',
-                                    encoding="utf-8")
+    (d / "broken.jsonl").write_text(
+        '{"text": "fine", "label": 1}\n{"text": "broken", "lab\n', encoding="utf-8"
+    )
     _csv(d / "numeric.csv", [(i * 3, i % 2) for i in range(40)], header="width,label")
     _csv(d / "floats.csv", [(t, 0.25 + lab) for t, lab in rows])
     _csv(d / "one_class.csv", [(t, "positive") for t, _ in rows])
     _csv(d / "all_classes.csv", [(t, f"class{i}") for i, (t, _) in enumerate(rows)])
-    _csv(d / "missing_labels.csv",
-         [(t, "" if i % 7 == 3 else lab) for i, (t, lab) in enumerate(rows)])
+    _csv(
+        d / "missing_labels.csv",
+        [(t, "" if i % 7 == 3 else lab) for i, (t, lab) in enumerate(rows)],
+    )
     _csv(d / "empty_texts.csv", [("", lab) for _, lab in rows])
     _csv(d / "empty_texts_named.csv", [("  ", lab) for _, lab in rows], header="sentence,label")
     (d / "a_folder").mkdir()
@@ -99,7 +106,6 @@ def make_bad_files(d: Path, tiny_model: Path) -> Path:
     return d
 
 
-
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory, tiny_model) -> Path:
     """The bad files, built once for this module."""
@@ -131,12 +137,14 @@ def home(bertui_home: Path, finished_run: Path) -> Path:
     return bertui_home
 
 
-
 def _stop_strays(home: Path, before: dict[str, str]) -> list[str]:
     """Run folders that a (wrongly accepted) command created; their workers are stopped."""
     runs = home / "runs"
-    new = [p for p in runs.iterdir() if p.is_dir() and f"runs/{p.name}" not in before] \
-        if runs.exists() else []
+    new = (
+        [p for p in runs.iterdir() if p.is_dir() and f"runs/{p.name}" not in before]
+        if runs.exists()
+        else []
+    )
     for path in new:
         try:
             pid = json.loads((path / "status.json").read_text()).get("pid")
@@ -187,16 +195,24 @@ CASES: list[Case] = [
     Case("model-path-is-a-file", _train("--model", "{bad}/good.csv"), ("not a model folder",)),
     # HF_HUB_OFFLINE unset and an empty HF cache: bertui's own reachability probe must answer,
     # not the hub client after ~27 s of retries. Online, the id does not exist on the hub.
-    Case("hub-model-offline-not-cached", _train("--model", "bertui-tests/no-such-model-4242"),
-         ("not in the local Hugging Face cache", "no model 'bertui-tests"),
-         env=(("HF_HUB_OFFLINE", ""), ("HF_HOME", "{tmp}/hf"), ("HF_HUB_CACHE", "{tmp}/hf/hub")),
-         timeout=19),
-    Case("folder-not-a-model", _train("--model", "{bad}/not_a_model"),
-         ("not a model folder (no config.json)",)),
-    Case("pickled-weights", _train("--model", "{bad}/pickled_model"),
-         ("only pickled weights",)),
-    Case("remote-code", _train("--model", "{bad}/remote_code_model"),
-         ("needs code from its repository",)),
+    Case(
+        "hub-model-offline-not-cached",
+        _train("--model", "bertui-tests/no-such-model-4242"),
+        ("not in the local Hugging Face cache", "no model 'bertui-tests"),
+        env=(("HF_HUB_OFFLINE", ""), ("HF_HOME", "{tmp}/hf"), ("HF_HUB_CACHE", "{tmp}/hf/hub")),
+        timeout=19,
+    ),
+    Case(
+        "folder-not-a-model",
+        _train("--model", "{bad}/not_a_model"),
+        ("not a model folder (no config.json)",),
+    ),
+    Case("pickled-weights", _train("--model", "{bad}/pickled_model"), ("only pickled weights",)),
+    Case(
+        "remote-code",
+        _train("--model", "{bad}/remote_code_model"),
+        ("needs code from its repository",),
+    ),
     # datasets
     Case("dataset-missing", _data("no_such_file.csv"), ("no such file",)),
     Case("dataset-is-a-directory", _data("a_folder"), ("is a directory",)),
@@ -213,10 +229,16 @@ CASES: list[Case] = [
     Case("json-list-of-strings", _data("strings.json"), ("not an object",)),
     Case("jsonl-broken-line", _data("broken.jsonl"), ("line 2 is not valid JSON",)),
     Case("no-text-column", _data("numeric.csv"), ("no column holds text",)),
-    Case("named-text-column-missing", _data("good.csv", "--text-column", "review_body"),
-         ("no text column 'review_body'",)),
-    Case("named-label-column-missing", _data("good.csv", "--label-column", "stars"),
-         ("no label column 'stars'",)),
+    Case(
+        "named-text-column-missing",
+        _data("good.csv", "--text-column", "review_body"),
+        ("no text column 'review_body'",),
+    ),
+    Case(
+        "named-label-column-missing",
+        _data("good.csv", "--label-column", "stars"),
+        ("no label column 'stars'",),
+    ),
     Case("float-labels", _data("floats.csv"), ("floats",)),
     Case("one-class", _data("one_class.csv"), ("one class only",)),
     Case("every-row-its-own-class", _data("all_classes.csv"), ("too many classes",)),
@@ -225,20 +247,23 @@ CASES: list[Case] = [
     Case("all-texts-blank-inferred", _data("empty_texts_named.csv"), ("are empty",)),
     Case("eval-dataset-bad", _opt("--eval-dataset", "{bad}/floats.csv"), ("floats",)),
     # splits
-    Case("eval-split-on-local-file", _data("good.csv", "--eval-split", "nope"),
-         ("--eval-split",)),
+    Case("eval-split-on-local-file", _data("good.csv", "--eval-split", "nope"), ("--eval-split",)),
     Case("split-on-local-file", _data("good.csv", "--split", "validation"), ("--split",)),
     Case("eval-split-missing-demo", _opt("--eval-split", "nope"), ("no split 'nope'",)),
     Case("eval-at-split-missing-demo", _opt("--eval-dataset", "@nope"), ("no split 'nope'",)),
-    Case("hub-dataset-offline-eval-split",
-         _opt("--dataset", "bertui-tests/no-such-dataset", "--eval-split", "nope"),
-         ("not in the local Hugging Face cache",)),
-    Case("hub-eval-dataset-offline", _opt("--eval-dataset", "bertui-tests/no-such-dataset"),
-         ("not in the local Hugging Face cache",)),
+    Case(
+        "hub-dataset-offline-eval-split",
+        _opt("--dataset", "bertui-tests/no-such-dataset", "--eval-split", "nope"),
+        ("not in the local Hugging Face cache",),
+    ),
+    Case(
+        "hub-eval-dataset-offline",
+        _opt("--eval-dataset", "bertui-tests/no-such-dataset"),
+        ("not in the local Hugging Face cache",),
+    ),
     # options
     Case("max-train-samples-0", _opt("--max-train-samples", "0"), ("--max-train-samples",)),
-    Case("max-train-samples-negative", _opt("--max-train-samples", "-5"),
-         ("--max-train-samples",)),
+    Case("max-train-samples-negative", _opt("--max-train-samples", "-5"), ("--max-train-samples",)),
     Case("max-eval-samples-0", _opt("--max-eval-samples", "0"), ("--max-eval-samples",)),
     Case("epochs-0", _opt("--epochs", "0"), ("--epochs",)),
     Case("epochs-negative", _opt("--epochs", "-2"), ("--epochs",)),
@@ -252,16 +277,23 @@ CASES: list[Case] = [
     Case("max-length-huge", _opt("--max-length", "100000"), ("--max-length",)),
     Case("max-length-0", _opt("--max-length", "0"), ("--max-length",)),
     # The tiny model has 256 positions: 512 is in bertui's range, not in the model's.
-    Case("max-length-over-model", _opt("--max-length", "512"),
-         ("longer than the model allows (256)",)),
+    Case(
+        "max-length-over-model",
+        _opt("--max-length", "512"),
+        ("longer than the model allows (256)",),
+    ),
     Case("precision-unknown", _opt("--precision", "fp8"), ("--precision",)),
     Case("holdout-out-of-range", _opt("--holdout", "1.5"), ("--holdout",)),
     Case("unknown-flag", _opt("--epochz", "3"), ("unrecognized arguments",)),
     # run ids
-    *[Case(f"{cmd}-unknown-run",
-           (cmd, "20990101-000000-nope00", *(("some text",) if cmd == "predict" else ())),
-           ("no run '20990101-000000-nope00'",))
-      for cmd in ("show", "predict", "cancel", "resume", "delete")],
+    *[
+        Case(
+            f"{cmd}-unknown-run",
+            (cmd, "20990101-000000-nope00", *(("some text",) if cmd == "predict" else ())),
+            ("no run '20990101-000000-nope00'",),
+        )
+        for cmd in ("show", "predict", "cancel", "resume", "delete")
+    ],
     Case("resume-finished-run", ("resume", "{run}"), ("already finished",)),
     Case("cancel-finished-run", ("cancel", "{run}"), ("not running",)),
 ]
@@ -300,10 +332,12 @@ def run_case(case: Case, home: Path, where: dict[str, str]) -> dict:
         problems.append(f"no answer within {case.timeout:.0f} s")
     elif code != 2:
         problems.append(f"exit {code}")
-    for key, text in (("one_line", "stderr is not one line"),
-                      ("says", f"says none of {case.says}"),
-                      ("stdout_clean", "stdout is not empty"),
-                      ("home_unchanged", "the home changed")):
+    for key, text in (
+        ("one_line", "stderr is not one line"),
+        ("says", f"says none of {case.says}"),
+        ("stdout_clean", "stdout is not empty"),
+        ("home_unchanged", "the home changed"),
+    ):
         if not verdict[key]:
             problems.append(text)
     if verdict["traceback"]:
@@ -324,11 +358,17 @@ def run_case(case: Case, home: Path, where: dict[str, str]) -> dict:
     ids=[c.id for c in CASES],
 )
 def test_bad_input(case, home, bad, tiny_model, finished_run, tmp_path):
-    where = {"model": str(tiny_model), "bad": str(bad), "run": finished_run.name,
-             "tmp": str(tmp_path)}
+    where = {
+        "model": str(tiny_model),
+        "bad": str(bad),
+        "run": finished_run.name,
+        "tmp": str(tmp_path),
+    }
     v = run_case(case, home, where)
-    assert v["ok"], (f"bertui {' '.join(v['argv'])}: {'; '.join(v['problems'])}\n"
-                     f"exit {v['exit']}, stderr: {v['line']!r}")
+    assert v["ok"], (
+        f"bertui {' '.join(v['argv'])}: {'; '.join(v['problems'])}\n"
+        f"exit {v['exit']}, stderr: {v['line']!r}"
+    )
 
 
 def test_the_catalogue_covers_the_issue():
@@ -338,8 +378,9 @@ def test_the_catalogue_covers_the_issue():
 def test_pickled_weights_pass_validation_with_allow_pickle(bad):
     from bertui.core.launch import RunOptions, build_config
 
-    config = build_config(RunOptions(model=str(bad / "pickled_model"), dataset="demo",
-                                     allow_pickle=True))
+    config = build_config(
+        RunOptions(model=str(bad / "pickled_model"), dataset="demo", allow_pickle=True)
+    )
     assert config["model"]["allow_pickle"] is True
     assert config["data"]["train_rows"] > 0
 
@@ -360,8 +401,21 @@ def test_long_texts_are_truncated_and_counted(tmp_path, tiny_model, bertui_home)
     rows = [(long_text if i % 6 == 0 else t, lab) for i, (t, lab) in enumerate(rows)]
     data = _csv(tmp_path / "long.csv", rows)
     n_long = sum(1 for t, _ in rows if t == long_text)
-    proc = run_bertui("train", "--model", str(tiny_model), "--dataset", str(data), "--epochs", "1",
-                      "--max-length", "32", "--no-probe", "--quiet", "--json", home=bertui_home)
+    proc = run_bertui(
+        "train",
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        str(data),
+        "--epochs",
+        "1",
+        "--max-length",
+        "32",
+        "--no-probe",
+        "--quiet",
+        "--json",
+        home=bertui_home,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     metrics = json.loads(proc.stdout)
@@ -369,4 +423,3 @@ def test_long_texts_are_truncated_and_counted(tmp_path, tiny_model, bertui_home)
     assert truncated["train"] + truncated["eval"] == n_long
     assert truncated["train"] > 0 and truncated["eval"] > 0
     assert metrics["finetuned"] is not None
-

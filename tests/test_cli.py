@@ -14,8 +14,15 @@ from conftest import run_bertui
 def test_train_makes_a_complete_run_directory(finished_run):
     run = Run.load(finished_run)
     assert run.state == "finished"
-    for name in ("config.toml", "status.json", "events.jsonl", "metrics.json", "worker.log",
-                 "pretrained_head.safetensors", "probe.safetensors"):
+    for name in (
+        "config.toml",
+        "status.json",
+        "events.jsonl",
+        "metrics.json",
+        "worker.log",
+        "pretrained_head.safetensors",
+        "probe.safetensors",
+    ):
         assert (finished_run / name).is_file(), name
     assert (finished_run / "model" / "model.safetensors").is_file()
     assert not list((finished_run / "model").glob("*.bin"))
@@ -35,8 +42,17 @@ def test_train_makes_a_complete_run_directory(finished_run):
 
     events = read_events(run.events_path)
     types = {e["type"] for e in events}
-    assert {"phase", "baseline", "run_start", "progress", "train", "eval", "telemetry",
-            "checkpoint", "run_end"} <= types
+    assert {
+        "phase",
+        "baseline",
+        "run_start",
+        "progress",
+        "train",
+        "eval",
+        "telemetry",
+        "checkpoint",
+        "run_end",
+    } <= types
     assert all({"v", "type", "time", "step"} <= e.keys() for e in events)
     start = next(e for e in events if e["type"] == "run_start")
     assert start["total_steps"] == 23  # 360 rows / batch 16, one epoch
@@ -88,9 +104,21 @@ def test_runs_lists_the_run(finished_run, session_home):
 
 
 def test_detach_returns_the_run_id_and_cancel_then_resume(tiny_model, bertui_home):
-    proc = run_bertui("train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "30",
-                      "--no-probe", "--checkpoint-minutes", "0.005", "--detach", home=bertui_home,
-                      check=True)
+    proc = run_bertui(
+        "train",
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        "demo",
+        "--epochs",
+        "30",
+        "--no-probe",
+        "--checkpoint-minutes",
+        "0.005",
+        "--detach",
+        home=bertui_home,
+        check=True,
+    )
     run_id = proc.stdout.strip()
     run = Run.load(bertui_home / "runs" / run_id)
     _wait_for(lambda: any(e["type"] == "checkpoint" for e in read_events(run.events_path)))

@@ -10,8 +10,10 @@ import pytest
 from bertui.core import data
 from bertui.core.errors import BadInput
 
-ROWS = [(f"sentence number {i} is {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg")
-        for i in range(40)]
+ROWS = [
+    (f"sentence number {i} is {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg")
+    for i in range(40)
+]
 
 
 def write(path, kind, rows=ROWS, text="text", label="label"):
@@ -72,7 +74,9 @@ def test_columns_are_inferred_by_name_and_content(tmp_path):
         w = csv.writer(fh)
         w.writerow(["id", "question", "coarse", "score"])
         for i in range(30):
-            w.writerow([i, f"What is thing number {i} called in the long question?", "AB"[i % 2], i * 1.5])
+            w.writerow(
+                [i, f"What is thing number {i} called in the long question?", "AB"[i % 2], i * 1.5]
+            )
     table = data.read_table(str(path))
     assert data.pick_columns(table, None, None) == ("question", "coarse")
 
@@ -90,7 +94,9 @@ def test_integer_labels_keep_their_order(tmp_path):
 
 
 def test_string_labels_map_to_sorted_ids_across_train_and_eval(tmp_path):
-    train = write(tmp_path / "train.csv", "csv", [(f"t{i}", "HUM" if i % 2 else "LOC") for i in range(20)])
+    train = write(
+        tmp_path / "train.csv", "csv", [(f"t{i}", "HUM" if i % 2 else "LOC") for i in range(20)]
+    )
     evalf = write(tmp_path / "eval.csv", "csv", [("x", "ABBR"), ("y", "LOC"), ("z", "HUM")])
     prepared = data.prepare(str(train), str(evalf))
     assert prepared.id2label == {0: "ABBR", 1: "HUM", 2: "LOC"}
@@ -129,11 +135,14 @@ def test_offline_hub_dataset_is_a_clear_error(monkeypatch):
         data.read_table("someone/not-a-cached-dataset")
 
 
-@pytest.mark.parametrize("labels,match", [
-    (["0.5", "1.5"], "holds floats"),
-    (["same", "same"], "one class only"),
-    (["a", ""], "label missing on"),
-])
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (["0.5", "1.5"], "holds floats"),
+        (["same", "same"], "one class only"),
+        (["a", ""], "label missing on"),
+    ],
+)
 def test_bad_labels(tmp_path, labels, match):
     rows = [(f"text {i}", labels[i % 2]) for i in range(20)]
     with pytest.raises(BadInput, match=match):
@@ -148,8 +157,11 @@ def test_inspect_gives_a_preview_and_the_label_balance():
 
 
 def test_real_trec_data(shared_data):
-    prepared = data.prepare(str(shared_data / "trec" / "train.csv"),
-                            str(shared_data / "trec" / "test.csv"), max_train_samples=1000)
+    prepared = data.prepare(
+        str(shared_data / "trec" / "train.csv"),
+        str(shared_data / "trec" / "test.csv"),
+        max_train_samples=1000,
+    )
     assert (prepared.text_column, prepared.label_column) == ("question", "coarse_label")
     assert list(prepared.id2label.values()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
     assert len(prepared.train) == 1000 and len(prepared.eval) == 499

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import bertui_cmd, run_bertui
 
 from bertui.core import runs as runs_mod
 from bertui.core.runs import (
@@ -33,6 +32,7 @@ from bertui.core.runs import (
     pid_alive,
     read_events,
 )
+from conftest import bertui_cmd, run_bertui
 
 RUN_TIMEOUT = 180.0
 FAST_CHECKPOINTS = ("--checkpoint-minutes", "0.005")  # a checkpoint every 0.3 s of training
@@ -65,8 +65,9 @@ def wait_done(path: Path, timeout: float = RUN_TIMEOUT) -> str:
     except AssertionError:
         log_path = path / "worker.log"
         log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-        raise AssertionError(f"run {path.name} still {run.state} after {timeout} s\n{log}") \
-            from None
+        raise AssertionError(
+            f"run {path.name} still {run.state} after {timeout} s\n{log}"
+        ) from None
 
 
 def train_steps(path: Path) -> list[int]:
@@ -91,8 +92,18 @@ def wait_step(path: Path, step: int, timeout: float = RUN_TIMEOUT) -> int:
 
 
 def start_detached(home: Path, model: Path, *extra: str) -> Path:
-    proc = run_bertui("train", "--detach", "--model", str(model), "--dataset", "demo",
-                      *FAST_CHECKPOINTS, *extra, home=home, timeout=120)
+    proc = run_bertui(
+        "train",
+        "--detach",
+        "--model",
+        str(model),
+        "--dataset",
+        "demo",
+        *FAST_CHECKPOINTS,
+        *extra,
+        home=home,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip()
     path = home / "runs" / run_id
@@ -152,8 +163,11 @@ def test_worker_sigkill_then_resume(tiny_model, bertui_home):
     assert checkpoint is not None
 
     # Clients see it as lost, with resume offered.
-    row = wait_for(lambda: (r := runs_json(bertui_home).get(path.name)) and
-                   r["status"] == "lost" and r, 30, "bertui runs to show the run as lost")
+    row = wait_for(
+        lambda: (r := runs_json(bertui_home).get(path.name)) and r["status"] == "lost" and r,
+        30,
+        "bertui runs to show the run as lost",
+    )
     assert row["accuracy_after"] is None
 
     proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
@@ -190,8 +204,9 @@ def test_worker_sigkill_then_resume(tiny_model, bertui_home):
 
 
 def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
-    path = start_detached(bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8",
-                          "--no-probe")
+    path = start_detached(
+        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe"
+    )
     pid, started = worker_pid(path)
     wait_step(path, 5)
     proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
@@ -205,8 +220,9 @@ def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
     assert events[-1]["type"] == "run_end" and events[-1]["state"] == "cancelled"
     assert runs_json(bertui_home)[path.name]["status"] == "cancelled"
 
-    proc = run_bertui("resume", path.name, "--quiet", "--json", home=bertui_home,
-                      timeout=RUN_TIMEOUT)
+    proc = run_bertui(
+        "resume", path.name, "--quiet", "--json", home=bertui_home, timeout=RUN_TIMEOUT
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
     assert metrics["finetuned"] and metrics["train"]["resumed"] is True
@@ -224,15 +240,35 @@ def test_client_dies_worker_finishes(tiny_model, bertui_home, tmp_path, sig):
     env = {**os.environ, "BERTUI_HOME": str(bertui_home), "HF_HUB_OFFLINE": "1"}
     with open(tmp_path / "client.err", "wb") as err:
         client = subprocess.Popen(
-            bertui_cmd("train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "2",
-                       "--batch-size", "8", "--no-probe", *FAST_CHECKPOINTS),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
+            bertui_cmd(
+                "train",
+                "--model",
+                str(tiny_model),
+                "--dataset",
+                "demo",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--no-probe",
+                *FAST_CHECKPOINTS,
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
             start_new_session=True,
+            # A terminal's client has SIGHUP's default action, even if this test runner was
+            # started under nohup (which would otherwise be inherited).
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
         )
     try:
         runs_root = bertui_home / "runs"
-        path = wait_for(lambda: runs_root.exists() and next(runs_root.iterdir(), None), 120,
-                        "the client to create its run")
+        path = wait_for(
+            lambda: runs_root.exists() and next(runs_root.iterdir(), None),
+            120,
+            "the client to create its run",
+        )
         wait_step(path, 3)
         assert client.poll() is None, "the client ended early"
         os.killpg(client.pid, sig)  # the whole terminal session goes, as when SSH drops
@@ -261,24 +297,36 @@ def test_home_under_a_regular_file(tiny_model, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
     home = blocker / "bertui"
-    proc = run_bertui("train", "--detach", "--model", str(tiny_model), "--dataset", "demo",
-                      home=home, timeout=120)
+    proc = run_bertui(
+        "train", "--detach", "--model", str(tiny_model), "--dataset", "demo", home=home, timeout=120
+    )
     _assert_one_line_exit_2(proc, "cannot create the runs folder", "Not a directory")
     proc = run_bertui("runs", home=home, timeout=60)
     _assert_one_line_exit_2(proc, "Not a directory", "cannot")
     assert blocker.read_text() == "not a folder\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions (the "
-                    "regular-file case above covers an unusable home)")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root ignores directory permissions (the "
+    "regular-file case above covers an unusable home)",
+)
 def test_home_without_write_permission(tiny_model, tmp_path):
     home = tmp_path / "ro-home"
     (home / "runs").mkdir(parents=True)
     home.chmod(0o500)
     (home / "runs").chmod(0o500)
     try:
-        proc = run_bertui("train", "--detach", "--model", str(tiny_model), "--dataset", "demo",
-                          home=home, timeout=120)
+        proc = run_bertui(
+            "train",
+            "--detach",
+            "--model",
+            str(tiny_model),
+            "--dataset",
+            "demo",
+            home=home,
+            timeout=120,
+        )
         _assert_one_line_exit_2(proc, "cannot", "permission denied", "Permission denied")
         assert list((home / "runs").iterdir()) == []
     finally:
@@ -320,8 +368,9 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch, where):
                 self.fh.flush()
                 disk_full()
 
-        monkeypatch.setattr(runs_mod.os, "fdopen",
-                            lambda fd, *a, **k: FullFile(real_fdopen(fd, *a, **k)))
+        monkeypatch.setattr(
+            runs_mod.os, "fdopen", lambda fd, *a, **k: FullFile(real_fdopen(fd, *a, **k))
+        )
     with pytest.raises(OSError) as info:
         atomic_write_json(target, {"state": "finished", "step": 99, "pad": "x" * 100_000})
     assert info.value.errno == errno.ENOSPC
@@ -380,8 +429,19 @@ def test_reader_survives_a_half_written_last_line(finished_run, bertui_home):
 
 def test_two_runs_at_once(tiny_model, bertui_home):
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(start_detached, bertui_home, tiny_model, "--epochs", "1",
-                               "--no-probe", "--name", f"twin-{i}") for i in range(2)]
+        futures = [
+            pool.submit(
+                start_detached,
+                bertui_home,
+                tiny_model,
+                "--epochs",
+                "1",
+                "--no-probe",
+                "--name",
+                f"twin-{i}",
+            )
+            for i in range(2)
+        ]
         paths = [f.result() for f in futures]
     assert paths[0].name != paths[1].name
 

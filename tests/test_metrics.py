@@ -19,7 +19,9 @@ def test_report_matches_hand_computed_values():
     # class a: tp 2, fp 0, fn 1 -> p 1, r 2/3, f1 0.8
     # class b: tp 1, fp 1, fn 1 -> p 1/2, r 1/2, f1 0.5
     # class c: tp 1, fp 1, fn 0 -> p 1/2, r 1, f1 2/3
-    assert r["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert r["per_class"]["a"] == pytest.approx(
+        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
+    )
     assert r["per_class"]["b"]["f1"] == pytest.approx(0.5)
     assert r["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
     assert r["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
@@ -37,8 +39,9 @@ def test_trainer_metrics_agree_with_the_report():
         label_ids = labels
 
     quick = accuracy_f1(Pred())
-    full = classification_report(labels.tolist(), logits.argmax(-1).tolist(), ["x", "y", "z"],
-                                 use_evaluate=False)
+    full = classification_report(
+        labels.tolist(), logits.argmax(-1).tolist(), ["x", "y", "z"], use_evaluate=False
+    )
     assert quick["accuracy"] == pytest.approx(full["accuracy"])
     assert quick["macro_f1"] == pytest.approx(full["macro_f1"])
 

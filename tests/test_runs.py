@@ -97,23 +97,33 @@ def test_a_running_run_whose_pid_is_gone_is_lost(bertui_home):
     run = create_run({"name": "ghost"})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    atomic_write_json(run.status_path, {"state": "running", "pid": dead.pid,
-                                        "heartbeat": time.time(), "host": os.uname().nodename})
+    atomic_write_json(
+        run.status_path,
+        {
+            "state": "running",
+            "pid": dead.pid,
+            "heartbeat": time.time(),
+            "host": os.uname().nodename,
+        },
+    )
     assert run.refresh().state == "lost"
     assert run.summary()["status"] == "lost"
 
 
 def test_a_running_run_with_a_live_pid_is_running(bertui_home):
     run = create_run({"name": "alive"})
-    atomic_write_json(run.status_path, {"state": "running", "pid": os.getpid(),
-                                        "heartbeat": time.time()})
+    atomic_write_json(
+        run.status_path, {"state": "running", "pid": os.getpid(), "heartbeat": time.time()}
+    )
     assert run.refresh().state == "running"
 
 
 def test_a_reused_pid_is_not_taken_for_the_worker(bertui_home):
     run = create_run({"name": "reused"})
-    atomic_write_json(run.status_path, {"state": "running", "pid": os.getpid(),
-                                        "pid_started": 1.0, "heartbeat": time.time()})
+    atomic_write_json(
+        run.status_path,
+        {"state": "running", "pid": os.getpid(), "pid_started": 1.0, "heartbeat": time.time()},
+    )
     assert run.refresh().state == "lost"
 
 
@@ -129,8 +139,9 @@ def test_find_run_by_id_prefix_name_and_path(bertui_home):
 
 def test_delete_refuses_an_active_run(bertui_home):
     run = create_run({"name": "busy"})
-    atomic_write_json(run.status_path, {"state": "running", "pid": os.getpid(),
-                                        "heartbeat": time.time()})
+    atomic_write_json(
+        run.status_path, {"state": "running", "pid": os.getpid(), "heartbeat": time.time()}
+    )
     with pytest.raises(RunError, match="cancel it first"):
         runs.delete_run(run.refresh())
     atomic_write_json(run.status_path, {"state": "finished"})
@@ -143,7 +154,7 @@ def test_last_checkpoint_ignores_incomplete_ones(tmp_path):
         d = tmp_path / f"checkpoint-{step}"
         d.mkdir()
         if complete:
-            (d / "trainer_state.json").write_text("{}")
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     assert runs.last_checkpoint(tmp_path).name == "checkpoint-20"
     assert runs.last_checkpoint(tmp_path / "missing") is None
 
@@ -157,9 +168,14 @@ def test_home_defaults_to_platform_dir(monkeypatch):
 
 def test_summary_reads_metrics(bertui_home):
     run = create_run({"name": "done", "model": {"spec": "default"}, "data": {"train": "demo"}})
-    atomic_write_json(run.metrics_path, {"pretrained": {"accuracy": 0.5},
-                                         "finetuned": {"accuracy": 0.9},
-                                         "train": {"train_samples_per_s": 80.0}})
+    atomic_write_json(
+        run.metrics_path,
+        {
+            "pretrained": {"accuracy": 0.5},
+            "finetuned": {"accuracy": 0.9},
+            "train": {"train_samples_per_s": 80.0},
+        },
+    )
     atomic_write_json(run.status_path, {"state": "finished", "started": 100.0, "ended": 160.0})
     row = Run.load(run.path).summary()
     assert row["accuracy_before"] == 0.5 and row["accuracy_after"] == 0.9

@@ -26,14 +26,47 @@ from typing import Any
 from bertui.core.errors import BadInput
 
 DEMO_SPEC = "demo"
-FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
-              ".parquet": "parquet"}
-TEXT_NAMES = ("text", "sentence", "review", "content", "question", "document", "body",
-              "comment", "tweet", "utterance", "query", "sentence1", "premise", "title")
-LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "coarse_label",
-               "intent", "topic", "y", "gold_label", "fine_label")
+FILE_KINDS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+}
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "question",
+    "document",
+    "body",
+    "comment",
+    "tweet",
+    "utterance",
+    "query",
+    "sentence1",
+    "premise",
+    "title",
+)
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "class",
+    "category",
+    "target",
+    "sentiment",
+    "coarse_label",
+    "intent",
+    "topic",
+    "y",
+    "gold_label",
+    "fine_label",
+)
 DEFAULT_HOLDOUT = 0.2
-_HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(:[\w.\-]+)?(@[\w.\-\[\]:%+]+)?$")
+_HUB_DATASET = re.compile(
+    r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(:[\w.\-]+)?(@[\w.\-\[\]:%+]+)?$"
+)
 
 
 @dataclass
@@ -181,7 +214,9 @@ def _parse_delimited(text: str, delimiter: str, shown: str) -> Table:
         header = next(reader)
         rows = list(reader)
     except csv.Error as exc:
-        raise BadInput(f"{shown} is not valid {_kind_name(delimiter)}: {exc}", field="dataset") from exc
+        raise BadInput(
+            f"{shown} is not valid {_kind_name(delimiter)}: {exc}", field="dataset"
+        ) from exc
     header = [h.strip() for h in header]
     if len(header) < 2:
         what = "tab" if delimiter == "\t" else "comma"
@@ -191,7 +226,9 @@ def _parse_delimited(text: str, delimiter: str, shown: str) -> Table:
             field="dataset",
         )
     if len(set(header)) != len(header) or any(not h for h in header):
-        raise BadInput(f"{shown}: the header line has empty or repeated column names", field="dataset")
+        raise BadInput(
+            f"{shown}: the header line has empty or repeated column names", field="dataset"
+        )
     columns: dict[str, list[Any]] = {h: [] for h in header}
     width = len(header)
     for number, row in enumerate(rows, start=2):
@@ -220,7 +257,7 @@ def _records_to_table(records: list[Any], shown: str, where: str) -> Table:
         if not isinstance(record, dict):
             raise BadInput(
                 f"{shown}: {where} {i + 1} is a {type(record).__name__}, not an object "
-                "with named fields (expected records like {\"text\": ..., \"label\": ...})",
+                'with named fields (expected records like {"text": ..., "label": ...})',
                 field="dataset",
             )
         for key in record:
@@ -249,11 +286,13 @@ def _parse_json(text: str, shown: str) -> Table:
             return Table({str(k): list(v) for k, v in data.items()}, shown)
         raise BadInput(
             f"{shown} is a JSON object, not a list of records "
-            "(expected [{\"text\": ..., \"label\": ...}, ...])",
+            '(expected [{"text": ..., "label": ...}, ...])',
             field="dataset",
         )
     if not isinstance(data, list):
-        raise BadInput(f"{shown} holds a single JSON {type(data).__name__}, not records", field="dataset")
+        raise BadInput(
+            f"{shown} holds a single JSON {type(data).__name__}, not records", field="dataset"
+        )
     return _records_to_table(data, shown, "item")
 
 
@@ -265,7 +304,9 @@ def _parse_jsonl(text: str, shown: str) -> Table:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise BadInput(f"{shown}: line {number} is not valid JSON ({exc.msg})", field="dataset") from exc
+            raise BadInput(
+                f"{shown}: line {number} is not valid JSON ({exc.msg})", field="dataset"
+            ) from exc
     return _records_to_table(records, shown, "line")
 
 
@@ -276,7 +317,9 @@ def _read_parquet(path: Path) -> Table:
     try:
         arrow = pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{path} is not a readable parquet file ({str(exc).splitlines()[0]})", field="dataset") from exc
+        raise BadInput(
+            f"{path} is not a readable parquet file ({str(exc).splitlines()[0]})", field="dataset"
+        ) from exc
     return Table({name: arrow.column(name).to_pylist() for name in arrow.column_names}, str(path))
 
 
@@ -301,7 +344,9 @@ def read_hub(repo: str, config: str | None, split: str) -> Table:
     except ValueError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "split" in message.lower():
-            raise BadInput(f"dataset '{repo}' has no split '{split}' ({message})", field="dataset") from exc
+            raise BadInput(
+                f"dataset '{repo}' has no split '{split}' ({message})", field="dataset"
+            ) from exc
         if "config" in message.lower():
             raise BadInput(f"dataset '{repo}': {message}", field="dataset") from exc
         raise BadInput(f"cannot load dataset '{repo}': {message}", field="dataset") from exc
@@ -361,9 +406,14 @@ def _mean_len(values: list[Any]) -> float:
 def infer_text_column(table: Table) -> str:
     candidates = [name for name in table.names if _is_text(table.columns[name])]
     if not candidates:
-        blank = [name for name in table.names if name.lower() in TEXT_NAMES
-                 and all(v is None or (isinstance(v, str) and not v.strip())
-                         for v in table.columns[name])]
+        blank = [
+            name
+            for name in table.names
+            if name.lower() in TEXT_NAMES
+            and all(
+                v is None or (isinstance(v, str) and not v.strip()) for v in table.columns[name]
+            )
+        ]
         if blank:
             raise BadInput(
                 f"{table.source}: all {len(table)} texts in column '{blank[0]}' are empty",
@@ -406,11 +456,14 @@ def infer_label_column(table: Table, text_column: str) -> str:
     return best[1]
 
 
-def pick_columns(table: Table, text_column: str | None, label_column: str | None) -> tuple[str, str]:
+def pick_columns(
+    table: Table, text_column: str | None, label_column: str | None
+) -> tuple[str, str]:
     for given, what in ((text_column, "text"), (label_column, "label")):
         if given and given not in table.columns:
             raise BadInput(
-                f"{table.source} has no {what} column '{given}' (columns: {', '.join(table.names)})",
+                f"{table.source} has no {what} column '{given}' "
+                f"(columns: {', '.join(table.names)})",
                 field=f"{what}_column",
             )
     text = text_column or infer_text_column(table)
@@ -427,8 +480,13 @@ def label_values(table: Table, column: str) -> list[Any]:
     """The label column's values as ints or strings; floats and missing values are refused."""
     values = table.columns[column]
     names = table.label_names.get(column)
-    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())
-               or (isinstance(v, float) and math.isnan(v))]
+    missing = [
+        i
+        for i, v in enumerate(values)
+        if v is None
+        or (isinstance(v, str) and not v.strip())
+        or (isinstance(v, float) and math.isnan(v))
+    ]
     if missing:
         raise BadInput(
             f"{table.source}: label missing on {len(missing)} of {len(values)} rows "
@@ -523,7 +581,9 @@ def seeded_sample(n: int, cap: int | None, seed: int) -> list[int] | None:
     return [int(i) for i in np.random.default_rng(seed).permutation(n)[:cap]]
 
 
-def stratified_holdout(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_holdout(
+    labels: list[int], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
     """(train indices, eval indices): ``fraction`` of each class held out, seeded. A class with
     a single example stays in train."""
     import numpy as np
@@ -570,7 +630,9 @@ def prepare(
             field="split",
         )
     if not 0 < holdout < 1:
-        raise BadInput(f"the held-out fraction must be between 0 and 1 (got {holdout})", field="holdout")
+        raise BadInput(
+            f"the held-out fraction must be between 0 and 1 (got {holdout})", field="holdout"
+        )
     train_table = read_table(train_spec, split)
     text_col, label_col = pick_columns(train_table, text_column, label_column)
     eval_table, eval_source = _eval_table(train_spec, eval_spec, eval_split, split)
@@ -589,7 +651,9 @@ def prepare(
     )
     report["dropped_empty_train"] = dropped
     if not train_texts:
-        raise BadInput(f"all {len(train_table)} texts in column '{text_col}' are empty", field="dataset")
+        raise BadInput(
+            f"all {len(train_table)} texts in column '{text_col}' are empty", field="dataset"
+        )
 
     if eval_table is not None:
         eval_texts, eval_labels, dropped_eval = _clean(
@@ -597,7 +661,9 @@ def prepare(
         )
         report["dropped_empty_eval"] = dropped_eval
         if not eval_texts:
-            raise BadInput(f"all texts in the eval data {eval_table.source} are empty", field="eval_dataset")
+            raise BadInput(
+                f"all texts in the eval data {eval_table.source} are empty", field="eval_dataset"
+            )
         if {type(v) for v in eval_labels} != {type(v) for v in train_labels}:
             train_labels = [str(v) for v in train_labels]
             eval_labels = [str(v) for v in eval_labels]
@@ -607,7 +673,8 @@ def prepare(
     if len(id2label) < 2:
         only = next(iter(id2label.values()), "?")
         raise BadInput(
-            f"label column '{label_col}' has one class only ('{only}'); classification needs two or more",
+            f"label column '{label_col}' has one class only ('{only}'); "
+            "classification needs two or more",
             field="label_column",
         )
     train_ids = [to_id[v] for v in train_labels]
@@ -630,14 +697,18 @@ def prepare(
 
     sample = seeded_sample(len(train_split), max_train_samples, seed)
     if sample is not None:
-        train_split = Split([train_split.texts[i] for i in sample], [train_split.labels[i] for i in sample])
+        train_split = Split(
+            [train_split.texts[i] for i in sample], [train_split.labels[i] for i in sample]
+        )
     sample = seeded_sample(len(eval_split_obj), max_eval_samples, seed)
     if sample is not None:
         eval_split_obj = Split(
             [eval_split_obj.texts[i] for i in sample], [eval_split_obj.labels[i] for i in sample]
         )
     report.update(train_rows=len(train_split), eval_rows=len(eval_split_obj))
-    return PreparedData(train_split, eval_split_obj, id2label, text_col, label_col, eval_source, report)
+    return PreparedData(
+        train_split, eval_split_obj, id2label, text_col, label_col, eval_source, report
+    )
 
 
 def _eval_table(
@@ -647,7 +718,9 @@ def _eval_table(
         eval_split, eval_spec = eval_spec[1:], None
     if eval_spec:
         table = read_table(eval_spec, eval_split)
-        return table, f"file {table.source}" if is_local_spec(eval_spec) else f"dataset {table.source}"
+        return table, f"file {table.source}" if is_local_spec(
+            eval_spec
+        ) else f"dataset {table.source}"
     if train_spec == DEMO_SPEC:
         if eval_split and eval_split != "test":
             raise BadInput(
@@ -669,21 +742,36 @@ def _eval_table(
                     continue  # unlabelled test split (GLUE)
                 return table, f"split {name}"
     elif eval_split:
-        raise BadInput("--eval-split applies to hub datasets; give --eval-dataset FILE", field="eval_split")
+        raise BadInput(
+            "--eval-split applies to hub datasets; give --eval-dataset FILE", field="eval_split"
+        )
     return None, ""
 
 
-def inspect(spec: str, *, split: str | None = None, rows: int = 8,
-            text_column: str | None = None, label_column: str | None = None) -> dict[str, Any]:
+def inspect(
+    spec: str,
+    *,
+    split: str | None = None,
+    rows: int = 8,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """A preview for the New run form: columns, first rows, inferred columns, label balance."""
     table = read_table(spec, split)
-    info: dict[str, Any] = {"source": table.source, "rows": len(table), "columns": table.names,
-                            "preview": table.rows(rows)}
+    info: dict[str, Any] = {
+        "source": table.source,
+        "rows": len(table),
+        "columns": table.names,
+        "preview": table.rows(rows),
+    }
     text_col, label_col = pick_columns(table, text_column, label_column)
     labels = label_values(table, label_col)
     counts = Counter(str(v) for v in labels)
-    info.update(text_column=text_col, label_column=label_col,
-                label_counts=dict(sorted(counts.items(), key=lambda kv: kv[0])))
+    info.update(
+        text_column=text_col,
+        label_column=label_col,
+        label_counts=dict(sorted(counts.items(), key=lambda kv: kv[0])),
+    )
     if len(counts) < 2:
         raise BadInput(f"label column '{label_col}' has one class only", field="label_column")
     return info

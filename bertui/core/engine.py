@@ -52,10 +52,15 @@ def prepare_data(config: dict[str, Any]) -> data_mod.PreparedData:
     d = config.get("data", {})
     hyper = config.get("train", {})
     return data_mod.prepare(
-        d["train"], d.get("eval"), text_column=d.get("text_column"),
-        label_column=d.get("label_column"), split=d.get("split"), eval_split=d.get("eval_split"),
+        d["train"],
+        d.get("eval"),
+        text_column=d.get("text_column"),
+        label_column=d.get("label_column"),
+        split=d.get("split"),
+        eval_split=d.get("eval_split"),
         holdout=d.get("holdout", data_mod.DEFAULT_HOLDOUT),
-        max_train_samples=d.get("max_train_samples"), max_eval_samples=d.get("max_eval_samples"),
+        max_train_samples=d.get("max_train_samples"),
+        max_eval_samples=d.get("max_eval_samples"),
         seed=hyper.get("seed", 0),
     )
 
@@ -79,8 +84,12 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     rec.emit("phase", 0, name="loading")
     device = pick_device(hyper.precision)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    source = models.resolve_model(mcfg.get("spec", models.DEFAULT_SPEC), allow_pickle=allow_pickle,
-                                  trust_remote_code=trust, download=True)
+    source = models.resolve_model(
+        mcfg.get("spec", models.DEFAULT_SPEC),
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust,
+        download=True,
+    )
     assert source.path is not None
     rec.log(f"model {source.label}; device {device.name} ({device.precision})")
     tokenizer = models.load_tokenizer(source.path, trust_remote_code=trust)
@@ -88,49 +97,81 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     stored = config.get("labels", {}).get("id2label")
     id2label = prepared.id2label
     if stored and {int(k): v for k, v in stored.items()} != id2label:
-        rec.log("the label map differs from the one recorded at creation; using the data's", "warning")
+        rec.log(
+            "the label map differs from the one recorded at creation; using the data's", "warning"
+        )
     labels = [id2label[i] for i in sorted(id2label)]
     ctl.check_cancel()
 
     rec.emit("phase", 0, name="tokenizing")
     cache = bertui_home() / "cache" / "tokens"
     fp = tokenizer_fingerprint(source.path)
-    train = encode(tokenizer, prepared.train.texts, prepared.train.labels, hyper.max_length, cache, fp)
-    evaluation = encode(tokenizer, prepared.eval.texts, prepared.eval.labels, hyper.max_length, cache, fp)
+    train = encode(
+        tokenizer, prepared.train.texts, prepared.train.labels, hyper.max_length, cache, fp
+    )
+    evaluation = encode(
+        tokenizer, prepared.eval.texts, prepared.eval.labels, hyper.max_length, cache, fp
+    )
     truncated = {"train": train.truncated, "eval": evaluation.truncated}
     if train.truncated or evaluation.truncated:
-        rec.log(f"truncated to {hyper.max_length} tokens: {train.truncated} train and "
-                f"{evaluation.truncated} eval texts")
+        rec.log(
+            f"truncated to {hyper.max_length} tokens: {train.truncated} train and "
+            f"{evaluation.truncated} eval texts"
+        )
     pad_id = tokenizer.pad_token_id or 0
 
     model, loading = models.load_classifier(
-        source.path, id2label=id2label, allow_pickle=allow_pickle, trust_remote_code=trust,
-        seed=hyper.seed, output_loading_info=True,
+        source.path,
+        id2label=id2label,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust,
+        seed=hyper.seed,
+        output_loading_info=True,
     )
     model.to(device.kind if device.kind != "cpu" else "cpu")
     if hyper.learning_rate is None:
-        hyper.learning_rate = models.default_learning_rate(getattr(model.config, "hidden_size", None))
+        hyper.learning_rate = models.default_learning_rate(
+            getattr(model.config, "hidden_size", None)
+        )
         if device.kind == "cuda" and not hyper.batch_size:
             hyper.learning_rate *= 2.0  # sqrt scaling for the 4x larger GPU batch
 
     metrics = run.metrics() if ctl.resume else {}
-    metrics.update(labels=labels, eval_rows=len(evaluation), eval_source=prepared.eval_source,
-                   data=prepared.report, truncated=truncated, text_column=prepared.text_column,
-                   label_column=prepared.label_column)
+    metrics.update(
+        labels=labels,
+        eval_rows=len(evaluation),
+        eval_source=prepared.eval_source,
+        data=prepared.report,
+        truncated=truncated,
+        text_column=prepared.text_column,
+        label_column=prepared.label_column,
+    )
     eval_bs = hyper.eval_batch_size or 64
 
     # The Trainer exists before the baselines: the pre-trained model is measured through it,
     # exactly as a hand-written Trainer script measures its starting point.
     args = make_training_args(hyper, device, run.checkpoints_dir, len(train))
     rec.set(batch_size=args.per_device_train_batch_size)
-    samples_per_step = args.per_device_train_batch_size * max(1, device.count if device.kind == "cuda" else 1)
+    samples_per_step = args.per_device_train_batch_size * max(
+        1, device.count if device.kind == "cuda" else 1
+    )
     callback = make_events_callback(
-        rec.emit, rec.live, samples_per_step=samples_per_step,
-        tokens_per_sample=train.mean_length, checkpoint_seconds=hyper.checkpoint_minutes * 60,
+        rec.emit,
+        rec.live,
+        samples_per_step=samples_per_step,
+        tokens_per_sample=train.mean_length,
+        checkpoint_seconds=hyper.checkpoint_minutes * 60,
         stop_requested=lambda: ctl.stop_requested,
     )
-    trainer = make_trainer(model, args, train, evaluation, tokenizer, [callback],
-                           pad_multiple=8 if device.kind == "cuda" else None)
+    trainer = make_trainer(
+        model,
+        args,
+        train,
+        evaluation,
+        tokenizer,
+        [callback],
+        pad_multiple=8 if device.kind == "cuda" else None,
+    )
     callback.trainer = trainer
 
     if "pretrained" not in metrics:
@@ -141,36 +182,56 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         rec.emit("phase", 0, name="pretrained")
         missing = set(loading.get("missing_keys", [])) if isinstance(loading, dict) else set()
         head = {k: v for k, v in classifier_head_state(model).items()}
-        fresh = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing}
+        fresh = {
+            k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing
+        }
         save_file({**head, **fresh}, str(run.path / HEAD_FILE))
         out = trainer.predict(trainer.eval_dataset)
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        report = classification_report(np.asarray(out.label_ids).tolist(),
-                                       np.asarray(logits).argmax(-1).tolist(), labels)
+        report = classification_report(
+            np.asarray(out.label_ids).tolist(), np.asarray(logits).argmax(-1).tolist(), labels
+        )
         report["note"] = "untrained classification head" if missing else "head as loaded"
         metrics["pretrained"] = report
         metrics["metrics_backend"] = report.pop("backend")
-        rec.emit("baseline", 0, name="pretrained", accuracy=report["accuracy"],
-                 macro_f1=report["macro_f1"])
+        rec.emit(
+            "baseline",
+            0,
+            name="pretrained",
+            accuracy=report["accuracy"],
+            macro_f1=report["macro_f1"],
+        )
         rec.log(f"pre-trained ({report['note']}): accuracy {report['accuracy']:.4f}")
         if hyper.probe:
             rec.emit("phase", 0, name="probe")
             t0 = time.perf_counter()
-            _, feats = batched_forward(model, evaluation, pad_id, eval_bs, features=True,
-                                       check=ctl.check_cancel)
-            _, train_feats = batched_forward(model, train, pad_id, eval_bs, features=True,
-                                             check=ctl.check_cancel)
+            _, feats = batched_forward(
+                model, evaluation, pad_id, eval_bs, features=True, check=ctl.check_cancel
+            )
+            _, train_feats = batched_forward(
+                model, train, pad_id, eval_bs, features=True, check=ctl.check_cancel
+            )
             probe = fit_probe(train_feats, train.labels, len(labels), hyper.seed)
-            save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in probe.items()},
-                      str(run.path / PROBE_FILE), metadata={"pooling": "mean"})
+            save_file(
+                {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in probe.items()},
+                str(run.path / PROBE_FILE),
+                metadata={"pooling": "mean"},
+            )
             p_pred = probe_probs(probe, feats).argmax(-1).tolist()
             p_report = classification_report(evaluation.labels, p_pred, labels)
             p_report.pop("backend")
-            p_report.update(note="frozen encoder, mean-pooled features, logistic regression",
-                            seconds=round(time.perf_counter() - t0, 2))
+            p_report.update(
+                note="frozen encoder, mean-pooled features, logistic regression",
+                seconds=round(time.perf_counter() - t0, 2),
+            )
             metrics["probe"] = p_report
-            rec.emit("baseline", 0, name="probe", accuracy=p_report["accuracy"],
-                     macro_f1=p_report["macro_f1"])
+            rec.emit(
+                "baseline",
+                0,
+                name="probe",
+                accuracy=p_report["accuracy"],
+                macro_f1=p_report["macro_f1"],
+            )
             rec.log(f"linear probe: accuracy {p_report['accuracy']:.4f}")
         else:
             metrics["probe"] = None
@@ -183,14 +244,26 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     if ctl.resume:
         resume_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
         rec.emit("resume", resume_step, checkpoint=str(resume_from) if resume_from else None)
-        rec.log(f"resuming from {resume_from.name}" if resume_from else
-                "no checkpoint yet: training starts from the beginning")
+        rec.log(
+            f"resuming from {resume_from.name}"
+            if resume_from
+            else "no checkpoint yet: training starts from the beginning"
+        )
     steps_per_epoch = -(-len(train) // samples_per_step)
-    rec.emit("run_start", 0, total_steps=int(steps_per_epoch * hyper.epochs + 0.999),
-             epochs=hyper.epochs, n_train=len(train), n_eval=len(evaluation), labels=labels,
-             device=device.name, precision=device.precision,
-             batch_size=args.per_device_train_batch_size, learning_rate=hyper.learning_rate,
-             resumed_from=str(resume_from) if resume_from else None)
+    rec.emit(
+        "run_start",
+        0,
+        total_steps=int(steps_per_epoch * hyper.epochs + 0.999),
+        epochs=hyper.epochs,
+        n_train=len(train),
+        n_eval=len(evaluation),
+        labels=labels,
+        device=device.name,
+        precision=device.precision,
+        batch_size=args.per_device_train_batch_size,
+        learning_rate=hyper.learning_rate,
+        resumed_from=str(resume_from) if resume_from else None,
+    )
     ctl.training = True
     t0 = time.perf_counter()
     try:
@@ -215,7 +288,9 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     if eval_losses:
         report["eval_loss"] = eval_losses[-1]
     metrics["finetuned"] = report
-    metrics["errors"] = misclassified(prepared.eval.texts, evaluation.labels, probs, labels, ERROR_SAMPLE)
+    metrics["errors"] = misclassified(
+        prepared.eval.texts, evaluation.labels, probs, labels, ERROR_SAMPLE
+    )
 
     start_step = 0
     if resume_from is not None:
@@ -242,7 +317,9 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     model.save_pretrained(str(run.model_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(run.model_dir))
     atomic_write_json(run.metrics_path, metrics)
-    rec.log(f"fine-tuned: accuracy {report['accuracy']:.4f} "
-            f"({metrics['train']['train_samples_per_s']} samples/s)")
+    rec.log(
+        f"fine-tuned: accuracy {report['accuracy']:.4f} "
+        f"({metrics['train']['train_samples_per_s']} samples/s)"
+    )
     rec.emit("phase", trainer.state.global_step, name="done")
     return True

@@ -59,22 +59,32 @@ def validate_options(o: RunOptions) -> None:
     """Cheap range checks (no model or data is read). Raises BadInput naming the field."""
     if not _finite(o.epochs) or not 0 < o.epochs <= 1000:
         raise BadInput(f"--epochs must be > 0 and ≤ 1000 (got {o.epochs})", field="epochs")
-    if o.learning_rate is not None and (not _finite(o.learning_rate) or not 0 < o.learning_rate <= 1):
+    if o.learning_rate is not None and (
+        not _finite(o.learning_rate) or not 0 < o.learning_rate <= 1
+    ):
         raise BadInput(f"--lr must be > 0 and ≤ 1 (got {o.learning_rate})", field="learning_rate")
     if o.batch_size is not None and not 1 <= o.batch_size <= 8192:
-        raise BadInput(f"--batch-size must be between 1 and 8192 (got {o.batch_size})", field="batch_size")
+        raise BadInput(
+            f"--batch-size must be between 1 and 8192 (got {o.batch_size})", field="batch_size"
+        )
     if not 8 <= o.max_length <= 8192:
-        raise BadInput(f"--max-length must be between 8 and 8192 tokens (got {o.max_length})",
-                       field="max_length")
-    for value, flag, field in ((o.max_train_samples, "--max-train-samples", "max_train_samples"),
-                               (o.max_eval_samples, "--max-eval-samples", "max_eval_samples")):
+        raise BadInput(
+            f"--max-length must be between 8 and 8192 tokens (got {o.max_length})",
+            field="max_length",
+        )
+    for value, flag, field in (
+        (o.max_train_samples, "--max-train-samples", "max_train_samples"),
+        (o.max_eval_samples, "--max-eval-samples", "max_eval_samples"),
+    ):
         if value is not None and value <= 0:
             raise BadInput(f"{flag} must be a positive number of rows (got {value})", field=field)
     if o.seed < 0:
         raise BadInput(f"--seed must be ≥ 0 (got {o.seed})", field="seed")
     if o.precision not in PRECISIONS:
-        raise BadInput(f"--precision must be one of {', '.join(PRECISIONS)} (got {o.precision})",
-                       field="precision")
+        raise BadInput(
+            f"--precision must be one of {', '.join(PRECISIONS)} (got {o.precision})",
+            field="precision",
+        )
     if not 0 < o.holdout < 1:
         raise BadInput(f"--holdout must be between 0 and 1 (got {o.holdout})", field="holdout")
     if not _finite(o.checkpoint_minutes) or o.checkpoint_minutes < 0:
@@ -90,28 +100,49 @@ def build_config(o: RunOptions) -> dict[str, Any]:
     from bertui.core.engine import prepare_data
 
     validate_options(o)
-    source = models.resolve_model(o.model, allow_pickle=o.allow_pickle,
-                                  trust_remote_code=o.trust_remote_code, download=False)
+    source = models.resolve_model(
+        o.model, allow_pickle=o.allow_pickle, trust_remote_code=o.trust_remote_code, download=False
+    )
     max_positions = None
     if source.path is not None:
         max_positions = models.read_config(source.path).get("max_position_embeddings")
     if max_positions and o.max_length > max_positions:
-        raise BadInput(f"--max-length {o.max_length} is longer than the model allows ({max_positions})",
-                       field="max_length")
+        raise BadInput(
+            f"--max-length {o.max_length} is longer than the model allows ({max_positions})",
+            field="max_length",
+        )
     config: dict[str, Any] = {
         "name": o.name,
         "created": time.time(),
-        "model": {"spec": o.model, "allow_pickle": o.allow_pickle,
-                  "trust_remote_code": o.trust_remote_code},
-        "data": {"train": _abs_if_path(o.dataset), "eval": _abs_if_path(o.eval_dataset),
-                 "text_column": o.text_column, "label_column": o.label_column,
-                 "split": o.split, "eval_split": o.eval_split, "holdout": o.holdout,
-                 "max_train_samples": o.max_train_samples, "max_eval_samples": o.max_eval_samples},
-        "train": {"epochs": o.epochs, "learning_rate": o.learning_rate, "batch_size": o.batch_size,
-                  "max_length": o.max_length, "seed": o.seed, "precision": o.precision,
-                  "probe": o.probe, "auto_batch_size": o.auto_batch_size,
-                  "checkpoint_minutes": o.checkpoint_minutes,
-                  "group_by_length": o.group_by_length, "torch_compile": o.torch_compile},
+        "model": {
+            "spec": o.model,
+            "allow_pickle": o.allow_pickle,
+            "trust_remote_code": o.trust_remote_code,
+        },
+        "data": {
+            "train": _abs_if_path(o.dataset),
+            "eval": _abs_if_path(o.eval_dataset),
+            "text_column": o.text_column,
+            "label_column": o.label_column,
+            "split": o.split,
+            "eval_split": o.eval_split,
+            "holdout": o.holdout,
+            "max_train_samples": o.max_train_samples,
+            "max_eval_samples": o.max_eval_samples,
+        },
+        "train": {
+            "epochs": o.epochs,
+            "learning_rate": o.learning_rate,
+            "batch_size": o.batch_size,
+            "max_length": o.max_length,
+            "seed": o.seed,
+            "precision": o.precision,
+            "probe": o.probe,
+            "auto_batch_size": o.auto_batch_size,
+            "checkpoint_minutes": o.checkpoint_minutes,
+            "group_by_length": o.group_by_length,
+            "torch_compile": o.torch_compile,
+        },
         "monitor": {"events": o.monitor_events, "telemetry": o.monitor_telemetry},
     }
     if source.path is not None and o.model != models.DEFAULT_SPEC and source.origin == "local":
@@ -140,11 +171,16 @@ def _abs_if_path(spec: str | None) -> str | None:
 def options_from_config(config: dict[str, Any]) -> RunOptions:
     d, t, m = config.get("data", {}), config.get("train", {}), config.get("model", {})
     fields = RunOptions.__dataclass_fields__
-    merged = {**{k: v for k, v in t.items() if k in fields},
-              **{k: v for k, v in d.items() if k in fields}}
-    return RunOptions(model=m.get("spec", "default"), dataset=d.get("train", "demo"),
-                      eval_dataset=d.get("eval"), **{k: v for k, v in merged.items()
-                                                    if k not in ("train", "eval")})
+    merged = {
+        **{k: v for k, v in t.items() if k in fields},
+        **{k: v for k, v in d.items() if k in fields},
+    }
+    return RunOptions(
+        model=m.get("spec", "default"),
+        dataset=d.get("train", "demo"),
+        eval_dataset=d.get("eval"),
+        **{k: v for k, v in merged.items() if k not in ("train", "eval")},
+    )
 
 
 def start_run(config: dict[str, Any], home: Path | None = None) -> Run:
@@ -167,8 +203,14 @@ def resume_run(run: Run) -> Run:
         raise RunError(f"run {run.id} is {state}; only cancelled, lost or failed runs resume")
     # Queued again before the worker starts, so that a client polling right away does not
     # read the old ending. The worker owns status.json from its first heartbeat on.
-    status = {**run.status, "state": "queued", "error": None, "ended": None, "pid": None,
-              "heartbeat": time.time()}
+    status = {
+        **run.status,
+        "state": "queued",
+        "error": None,
+        "ended": None,
+        "pid": None,
+        "heartbeat": time.time(),
+    }
     atomic_write_json(run.status_path, status)
     spawn(run.path, resume=True)
     return run.refresh()

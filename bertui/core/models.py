@@ -181,7 +181,9 @@ def weight_files(path: Path) -> tuple[list[Path], list[Path]]:
     """(safetensors files, pickled files) in a model folder."""
     files = [p for p in Path(path).iterdir() if p.is_file()]
     safe = sorted(p for p in files if p.suffix == ".safetensors")
-    pickled = sorted(p for p in files if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name)
+    pickled = sorted(
+        p for p in files if p.suffix in PICKLE_SUFFIXES and "training_args" not in p.name
+    )
     return safe, pickled
 
 
@@ -249,10 +251,15 @@ def _sequence_classification_types_from_source() -> frozenset[str] | None:
         source = Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py"
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in tree.body:
-            if isinstance(node, ast.Assign) and any(
-                getattr(t, "id", None) == "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
-                for t in node.targets
-            ) and isinstance(node.value, ast.Call) and node.value.args:
+            if (
+                isinstance(node, ast.Assign)
+                and any(
+                    getattr(t, "id", None) == "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+                    for t in node.targets
+                )
+                and isinstance(node.value, ast.Call)
+                and node.value.args
+            ):
                 names = frozenset(dict(ast.literal_eval(node.value.args[0])))
                 return names if "bert" in names else None
     except (OSError, SyntaxError, ValueError, TypeError):

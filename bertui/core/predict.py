@@ -67,12 +67,17 @@ class RunPredictor:
             self.tokenizer = models.load_tokenizer(run.model_dir, trust_remote_code=trust)
         head_path = run.path / HEAD_FILE
         if head_path.exists():
-            source = models.resolve_model(mcfg.get("spec", "default"), allow_pickle=allow_pickle,
-                                          trust_remote_code=trust, download=False)
+            source = models.resolve_model(
+                mcfg.get("spec", "default"),
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust,
+                download=False,
+            )
             if source.path is None:
                 raise BadInput(f"the base model {source.spec} is not on this machine")
-            base = models.load_classifier(source.path, id2label=id2label, allow_pickle=allow_pickle,
-                                          trust_remote_code=trust)
+            base = models.load_classifier(
+                source.path, id2label=id2label, allow_pickle=allow_pickle, trust_remote_code=trust
+            )
             base.load_state_dict(load_file(str(head_path)), strict=False)
             self.base = base.eval()
             if self.tokenizer is None:
@@ -96,8 +101,13 @@ class RunPredictor:
         from bertui.core.training import Encoded, batched_forward, probe_probs
 
         texts = [t if isinstance(t, str) else str(t) for t in texts]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length,
-                             return_attention_mask=False, return_token_type_ids=False)
+        enc = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         encoded = Encoded(enc["input_ids"], [0] * len(texts))
         pad = self.tokenizer.pad_token_id or 0
         out: dict[str, Any] = {}
@@ -122,7 +132,9 @@ class RunPredictor:
             for name in MODEL_NAMES:
                 if name in out:
                     p = out[name][i]
-                    row[name] = {"label": self.labels[int(p.argmax())],
-                                 "probs": {lab: round(float(p[j]), 4) for j, lab in enumerate(self.labels)}}
+                    row[name] = {
+                        "label": self.labels[int(p.argmax())],
+                        "probs": {lab: round(float(p[j]), 4) for j, lab in enumerate(self.labels)},
+                    }
             results.append(row)
         return results

@@ -21,11 +21,12 @@ import secrets
 import socket
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 EVENT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "cancelled", "lost")
@@ -383,7 +384,10 @@ def create_run(config: dict[str, Any], home: Path | None = None) -> Run:
     else:  # pragma: no cover - 100 collisions of a 24-bit random suffix in one second
         raise RunError("could not find a free run id")
     os.chmod(path, 0o700)
-    config = {"name": config.get("name") or run_id, **{k: v for k, v in config.items() if k != "name"}}
+    config = {
+        "name": config.get("name") or run_id,
+        **{k: v for k, v in config.items() if k != "name"},
+    }
     try:
         atomic_write_text(path / "config.toml", tomli_w.dumps(_toml_clean(config)))
         atomic_write_json(

@@ -82,8 +82,9 @@ def pick_device(precision: str = "auto") -> Device:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return Device("cuda", name, precision, torch.cuda.device_count())
     if precision == "fp16":
-        raise BadInput("fp16 training needs a CUDA GPU; use --precision fp32 or bf16 on CPU",
-                       field="precision")
+        raise BadInput(
+            "fp16 training needs a CUDA GPU; use --precision fp32 or bf16 on CPU", field="precision"
+        )
     if precision == "auto":
         precision = "fp32"
     return Device("cpu", "CPU", precision, 1)
@@ -146,20 +147,27 @@ def encode(
                 with np.load(key, allow_pickle=False) as data:
                     flat, offsets = data["flat"], data["offsets"]
                     truncated = int(data["truncated"])
-                ids = [flat[offsets[i]:offsets[i + 1]].tolist() for i in range(len(texts))]
+                ids = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))]
                 return Encoded(ids, list(labels), truncated)
             except (OSError, KeyError, ValueError):
                 pass
-    full = tokenizer(texts, truncation=True, max_length=max_length,
-                     return_attention_mask=False, return_token_type_ids=False,
-                     return_overflowing_tokens=False, return_length=False)
+    full = tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        return_overflowing_tokens=False,
+        return_length=False,
+    )
     ids = full["input_ids"]
     truncated = sum(1 for row in ids if len(row) >= max_length)
     if truncated:
         # Only texts that reached the cap may have been cut: count the ones really longer.
         long = [t for t, row in zip(texts, ids) if len(row) >= max_length]
-        untruncated = tokenizer(long, truncation=False, return_attention_mask=False,
-                                return_token_type_ids=False)["input_ids"]
+        untruncated = tokenizer(
+            long, truncation=False, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
         truncated = sum(1 for row in untruncated if len(row) > max_length)
     if key is not None:
         try:
@@ -241,7 +249,7 @@ def batched_forward(
         for start in range(0, len(order), batch_size):
             if check is not None:
                 check()
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             batch = collate([{"input_ids": encoded.input_ids[i]} for i in idx])
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=features)
@@ -368,8 +376,15 @@ def accuracy_f1(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float((pred == labels).mean()), "macro_f1": float(np.mean(f1s))}
 
 
-def make_trainer(model: Any, args: Any, train: Encoded, evaluation: Encoded, tokenizer: Any,
-                 callbacks: list[Any], pad_multiple: int | None) -> Any:
+def make_trainer(
+    model: Any,
+    args: Any,
+    train: Encoded,
+    evaluation: Encoded,
+    tokenizer: Any,
+    callbacks: list[Any],
+    pad_multiple: int | None,
+) -> Any:
     from transformers import Trainer
 
     class TimedTrainer(Trainer):
@@ -404,9 +419,15 @@ def make_trainer(model: Any, args: Any, train: Encoded, evaluation: Encoded, tok
     )
 
 
-def make_events_callback(emit: Callable[..., None], state: dict[str, Any], *,
-                         samples_per_step: int, tokens_per_sample: float,
-                         checkpoint_seconds: float, stop_requested: Callable[[], bool]) -> Any:
+def make_events_callback(
+    emit: Callable[..., None],
+    state: dict[str, Any],
+    *,
+    samples_per_step: int,
+    tokens_per_sample: float,
+    checkpoint_seconds: float,
+    stop_requested: Callable[[], bool],
+) -> Any:
     """A TrainerCallback that turns the Trainer's progress into bertui events.
 
     ``state`` is shared with the worker (step, total steps, samples/s) for its heartbeat.
@@ -434,11 +455,22 @@ def make_events_callback(emit: Callable[..., None], state: dict[str, Any], *,
             sps = done * samples_per_step / elapsed
             remaining = max(0, st.max_steps - st.global_step)
             eta = remaining * elapsed / done if done else None
-            state.update(step=st.global_step, total_steps=st.max_steps,
-                         samples_per_s=round(sps, 2), eta_s=eta)
-            emit("progress", st.global_step, total_steps=st.max_steps, epoch=st.epoch,
-                 samples_per_s=round(sps, 2), tokens_per_s=round(sps * tokens_per_sample, 1),
-                 eta_s=None if eta is None else round(eta, 1), elapsed_s=round(now - self.t_start, 1))
+            state.update(
+                step=st.global_step,
+                total_steps=st.max_steps,
+                samples_per_s=round(sps, 2),
+                eta_s=eta,
+            )
+            emit(
+                "progress",
+                st.global_step,
+                total_steps=st.max_steps,
+                epoch=st.epoch,
+                samples_per_s=round(sps, 2),
+                tokens_per_s=round(sps * tokens_per_sample, 1),
+                eta_s=None if eta is None else round(eta, 1),
+                elapsed_s=round(now - self.t_start, 1),
+            )
 
         def on_step_end(self, args, st, control, **kw):
             now = time.perf_counter()
@@ -454,18 +486,31 @@ def make_events_callback(emit: Callable[..., None], state: dict[str, Any], *,
 
         def on_save(self, args, st, control, **kw):
             self.last_save = time.perf_counter()
-            emit("checkpoint", st.global_step,
-                 path=os.path.join(args.output_dir, f"checkpoint-{st.global_step}"))
+            emit(
+                "checkpoint",
+                st.global_step,
+                path=os.path.join(args.output_dir, f"checkpoint-{st.global_step}"),
+            )
 
         def on_log(self, args, st, control, logs=None, **kw):
             logs = logs or {}
             if "eval_loss" in logs:
-                emit("eval", st.global_step, epoch=logs.get("epoch", st.epoch),
-                     eval_loss=logs.get("eval_loss"), accuracy=logs.get("eval_accuracy"),
-                     macro_f1=logs.get("eval_macro_f1"))
+                emit(
+                    "eval",
+                    st.global_step,
+                    epoch=logs.get("epoch", st.epoch),
+                    eval_loss=logs.get("eval_loss"),
+                    accuracy=logs.get("eval_accuracy"),
+                    macro_f1=logs.get("eval_macro_f1"),
+                )
             elif "loss" in logs:
-                emit("train", st.global_step, loss=logs.get("loss"),
-                     learning_rate=logs.get("learning_rate"), epoch=logs.get("epoch", st.epoch),
-                     grad_norm=logs.get("grad_norm"))
+                emit(
+                    "train",
+                    st.global_step,
+                    loss=logs.get("loss"),
+                    learning_rate=logs.get("learning_rate"),
+                    epoch=logs.get("epoch", st.epoch),
+                    grad_norm=logs.get("grad_norm"),
+                )
 
     return EventsCallback()
