@@ -182,8 +182,6 @@ class NewRunScreen(BertuiScreen):
         yield Static("", id=f"{name}-error", classes="field-error")
 
     def on_mount(self) -> None:
-        for error in self.query(".field-error"):
-            error.display = False
         preview = DataTable(id="preview", cursor_type="none", show_cursor=False)
         self.query_one("#data-section").mount(preview, after="#dataset-info")
         self.query_one("#model", Input).focus()
