@@ -41,25 +41,17 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
+def start_session(name: str, command: str, env: dict) -> None:
+    """A detached tmux session of 120×40 running ``command`` with ``env``."""
+    prefix = " ".join(f"{k}={v}" for k, v in env.items())
+    tmux_cmd = ["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "40"]
+    subprocess.run([*tmux_cmd, f"env {prefix} {command}"], check=True)
+
+
 def time_to_screen(command: str, marker: str, env: dict, timeout: float = 30.0) -> float:
     session = f"bench{os.getpid()}{time.monotonic_ns() % 100000}"
-    env_prefix = " ".join(f"{k}={v}" for k, v in env.items())
     t0 = time.perf_counter()
-    subprocess.run(
-        [
-            "tmux",
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            f"env {env_prefix} {command}",
-        ],
-        check=True,
-    )
+    start_session(session, command, env)
     try:
         while time.perf_counter() - t0 < timeout:
             if marker in tmux("capture-pane", "-p", "-t", session):
@@ -122,22 +114,7 @@ def main() -> int:
         )
         run_id = out.stdout.strip()
         session = "benchmon"
-        env_prefix = " ".join(f"{k}={v}" for k, v in env.items())
-        subprocess.run(
-            [
-                "tmux",
-                "new-session",
-                "-d",
-                "-s",
-                session,
-                "-x",
-                "120",
-                "-y",
-                "40",
-                f"env {env_prefix} {bertui} show {run_id}",
-            ],
-            check=True,
-        )
+        start_session(session, f"{bertui} show {run_id}", env)
         time.sleep(a.settle)
         import psutil
 
