@@ -491,7 +491,12 @@ class NewRunScreen(BertuiScreen):
             status.update(f"{problems} problem{'s' if problems > 1 else ''} to fix above")
         else:
             status.update("ready: Start (ctrl+s) begins training in the background")
-        self.refresh_bindings()
+        can_start = not button.disabled
+        if can_start != getattr(self, "_can_start", None):
+            # Only when ctrl+s comes or goes: each refresh recomposes the footer (costly
+            # while the form's checks settle at start-up).
+            self._can_start = can_start
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start":
