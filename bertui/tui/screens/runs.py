@@ -221,23 +221,20 @@ class RunsScreen(BertuiScreen):
         curves = [(run.name, run.events()) for run in runs]
         palette = ("chart-train", "chart-eval")
 
-        def accuracy(plt, colors) -> None:
-            for (name, events), color in zip(curves, palette, strict=False):
-                points = [(e.get("epoch"), e.get("accuracy")) for e in events
-                          if e.get("type") == "eval" and e.get("accuracy") is not None]
-                if points:
-                    plt.plot([p[0] for p in points], [p[1] for p in points], label=name,
-                             color=colors(color), marker="braille")
-            plt.title("eval accuracy by epoch")
+        def curve(event_type: str, field: str, title: str):
+            def draw(plt, colors) -> None:
+                for (name, events), color in zip(curves, palette, strict=False):
+                    points = [(e.get("epoch"), e.get(field)) for e in events
+                              if e.get("type") == event_type and e.get(field) is not None]
+                    if points:
+                        plt.plot([p[0] for p in points], [p[1] for p in points], label=name,
+                                 color=colors(color), marker="braille")
+                plt.title(title)
 
-        def loss(plt, colors) -> None:
-            for (name, events), color in zip(curves, palette, strict=False):
-                points = [(e.get("epoch"), e.get("loss")) for e in events
-                          if e.get("type") == "train" and e.get("loss") is not None]
-                if points:
-                    plt.plot([p[0] for p in points], [p[1] for p in points], label=name,
-                             color=colors(color), marker="braille")
-            plt.title("train loss by epoch")
+            return draw
+
+        accuracy = curve("eval", "accuracy", "eval accuracy by epoch")
+        loss = curve("train", "loss", "train loss by epoch")
 
         self.query_one("#overlay-accuracy", Chart).plot(accuracy)
         self.query_one("#overlay-loss", Chart).plot(loss)
