@@ -114,6 +114,18 @@ def build_app(home: Path, config_path: Path, **kwargs: Any) -> BertuiApp:
     return make_app(home=home, config_path=config_path, **kwargs)
 
 
+async def wait_until(pilot, predicate, timeout: float = 15.0) -> None:
+    """Let the app run until ``predicate()`` holds (thread workers post their results as
+    messages, which a loaded machine may take a while to deliver)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        await pilot.pause(0.05)
+
+
 async def settle(pilot, seconds: float = 0.3) -> None:
     """Wait until the app's workers are done and the screen is drawn; stop cursor blink."""
     app = pilot.app

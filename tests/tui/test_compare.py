@@ -12,7 +12,7 @@ from bertui.tui.screens.compare import CompareScreen
 from bertui.tui.widgets.classifier import ClassifierPane, bar, disagreement
 from bertui.tui.widgets.confusion import ConfusionMatrix
 
-from .conftest import FINISHED, FakePredictor, build_app, plain, settle
+from .conftest import FINISHED, FakePredictor, build_app, plain, settle, wait_until
 
 
 def recorded_metrics(home):
@@ -61,12 +61,13 @@ async def test_classifier_pane_answers_with_a_loading_state(recorded_home, confi
         await pilot.press("4")
         await settle(pilot)
         pane = app.screen.query_one(ClassifierPane)
+        await wait_until(pilot, lambda: pane.state == "ready")
         assert app.screen.focused is app.screen.query_one("#classify-input", Input)
         assert "Loading" in seen  # the "loading models…" state was shown
         assert pane.state == "ready"
         await pilot.press(*"I love this good phone", "enter")
         await settle(pilot)
-        assert pane.last is not None
+        await wait_until(pilot, lambda: pane.last is not None)
         text, result = pane.last
         assert text == "I love this good phone"
         assert set(result) == {"pretrained", "probe", "finetuned"}
@@ -105,6 +106,7 @@ async def test_an_error_row_goes_to_the_classifier(recorded_home, config_path):
         await pilot.press("down", "enter")
         await settle(pilot)
         pane = app.screen.query_one(ClassifierPane)
+        await wait_until(pilot, lambda: pane.last is not None)
         assert app.screen.query_one("#compare-tabs").active == "tab-classifier"
         assert pane.last is not None and pane.last[0] == metrics["errors"][1]["text"]
 
