@@ -181,7 +181,7 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
 
         rec.emit("phase", 0, name="pretrained")
         missing = set(loading.get("missing_keys", [])) if isinstance(loading, dict) else set()
-        head = {k: v for k, v in classifier_head_state(model).items()}
+        head = classifier_head_state(model)
         fresh = {
             k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing
         }

@@ -9,7 +9,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,21 +168,6 @@ def _abs_if_path(spec: str | None) -> str | None:
     return spec
 
 
-def options_from_config(config: dict[str, Any]) -> RunOptions:
-    d, t, m = config.get("data", {}), config.get("train", {}), config.get("model", {})
-    fields = RunOptions.__dataclass_fields__
-    merged = {
-        **{k: v for k, v in t.items() if k in fields},
-        **{k: v for k, v in d.items() if k in fields},
-    }
-    return RunOptions(
-        model=m.get("spec", "default"),
-        dataset=d.get("train", "demo"),
-        eval_dataset=d.get("eval"),
-        **{k: v for k, v in merged.items() if k not in ("train", "eval")},
-    )
-
-
 def start_run(config: dict[str, Any], home: Path | None = None) -> Run:
     """Create the run directory and start its detached worker."""
     from bertui.worker import spawn
@@ -234,7 +219,3 @@ def cancel_run(run: Run, wait: float = 0.0) -> bool:
             return True
         time.sleep(0.2)
     return not run.refresh().is_active
-
-
-def describe(o: RunOptions) -> dict[str, Any]:
-    return asdict(o)

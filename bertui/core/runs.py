@@ -21,7 +21,6 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,10 +418,6 @@ def list_runs(home: Path | None = None) -> list[Run]:
     except FileNotFoundError:
         return []
     return sorted((Run.load(p) for p in paths), key=lambda r: r.id, reverse=True)
-
-
-def iter_active(home: Path | None = None) -> Iterator[Run]:
-    return (run for run in list_runs(home) if run.is_active)
 
 
 def find_run(ref: str, home: Path | None = None) -> Run:
