@@ -102,6 +102,12 @@ def build_parser() -> Parser:
         help="save a checkpoint at least this often (default 2; 0 = each epoch only)",
     )
     t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
+    t.add_argument(
+        "--no-compact-vocab",
+        dest="compact_vocab",
+        action="store_false",
+        help="train every word-embedding row, not only those the data uses",
+    )
     t.add_argument("--torch-compile", action="store_true")
     t.add_argument(
         "--no-events",

@@ -14,6 +14,7 @@ from bertui.core import data as data_mod
 from bertui.core import models
 from bertui.core.runs import Run, atomic_write_json, bertui_home, last_checkpoint
 from bertui.core.training import (
+    Encoded,
     Hyper,
     batched_forward,
     classifier_head_state,
@@ -26,6 +27,7 @@ from bertui.core.training import (
     probe_probs,
     tokenizer_fingerprint,
 )
+from bertui.core.vocab import CompactedModel, CompactVocab, can_compact, weight_decay_factor
 
 HEAD_FILE = "pretrained_head.safetensors"
 PROBE_FILE = "probe.safetensors"
@@ -129,6 +131,9 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         output_loading_info=True,
     )
     model.to(device.kind if device.kind != "cpu" else "cpu")
+    compacted, pad_id, train, evaluation = compact_vocabulary(
+        run, rec, hyper, model, tokenizer, train, evaluation, pad_id, resume=ctl.resume
+    )
     if hyper.learning_rate is None:
         hyper.learning_rate = models.default_learning_rate(
             getattr(model.config, "hidden_size", None)
@@ -171,6 +176,7 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         tokenizer,
         [callback],
         pad_multiple=8 if device.kind == "cuda" else None,
+        pad_id=pad_id,
     )
     callback.trainer = trainer
 
@@ -312,6 +318,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         "n_train": len(train),
         "resumed": resume_from is not None,
     }
+    if compacted is not None:
+        compacted.expand(weight_decay_factor(trainer, compacted.compact.weight))
     model.config.id2label = dict(id2label)
     model.config.label2id = {v: k for k, v in id2label.items()}
     model.save_pretrained(str(run.model_dir), safe_serialization=True)
@@ -323,3 +331,39 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     )
     rec.emit("phase", trainer.state.global_step, name="done")
     return True
+
+
+def compact_vocabulary(
+    run: Run,
+    rec: Recorder,
+    hyper: Hyper,
+    model: Any,
+    tokenizer: Any,
+    train: Encoded,
+    evaluation: Encoded,
+    pad_id: int,
+    *,
+    resume: bool,
+) -> tuple[CompactedModel | None, int, Encoded, Encoded]:
+    """Train on the embedding rows the data uses (see ``bertui.core.vocab``): returns the
+    swap to undo after training, the pad id and the two splits in compact ids. A run resumed
+    from checkpoints keeps the vocabulary it started with (none, for runs made before it)."""
+    vocab = CompactVocab.load(run.path)
+    if vocab is None:
+        if not hyper.compact_vocab or (resume and last_checkpoint(run.checkpoints_dir)):
+            return None, pad_id, train, evaluation
+        vocab = CompactVocab.of(
+            [*train.input_ids, *evaluation.input_ids], [pad_id, *tokenizer.all_special_ids]
+        )
+        if not can_compact(model, len(vocab)):
+            return None, pad_id, train, evaluation
+        vocab.save(run.path)
+    size = model.get_input_embeddings().num_embeddings
+    train = Encoded(vocab.remap(train.input_ids, size), train.labels, train.truncated)
+    evaluation = Encoded(
+        vocab.remap(evaluation.input_ids, size), evaluation.labels, evaluation.truncated
+    )
+    compacted = CompactedModel(model, vocab)
+    compacted.shrink()
+    rec.log(f"compact vocabulary: training {len(vocab)} of {size} embedding rows")
+    return compacted, int(vocab.table(size)[pad_id]), train, evaluation

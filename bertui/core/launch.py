@@ -46,6 +46,7 @@ class RunOptions:
     auto_batch_size: bool = False
     checkpoint_minutes: float = 2.0
     group_by_length: bool = True
+    compact_vocab: bool = True
     torch_compile: bool = False
     monitor_events: bool = True
     monitor_telemetry: bool = True
@@ -141,6 +142,7 @@ def build_config(o: RunOptions) -> dict[str, Any]:
             "auto_batch_size": o.auto_batch_size,
             "checkpoint_minutes": o.checkpoint_minutes,
             "group_by_length": o.group_by_length,
+            "compact_vocab": o.compact_vocab,
             "torch_compile": o.torch_compile,
         },
         "monitor": {"events": o.monitor_events, "telemetry": o.monitor_telemetry},

@@ -50,6 +50,7 @@ class Hyper:
     auto_batch_size: bool = False
     checkpoint_minutes: float = 2.0
     group_by_length: bool = True
+    compact_vocab: bool = True
     torch_compile: bool = False
     eval_batch_size: int | None = None
     logging_points: int = 200
@@ -384,6 +385,7 @@ def make_trainer(
     tokenizer: Any,
     callbacks: list[Any],
     pad_multiple: int | None,
+    pad_id: int | None = None,
 ) -> Any:
     from transformers import Trainer
 
@@ -412,7 +414,9 @@ def make_trainer(
         args=args,
         train_dataset=TorchDataset(train),
         eval_dataset=TorchDataset(evaluation),
-        data_collator=PadCollator(tokenizer.pad_token_id or 0, pad_multiple),
+        data_collator=PadCollator(
+            pad_id if pad_id is not None else tokenizer.pad_token_id or 0, pad_multiple
+        ),
         processing_class=tokenizer,
         compute_metrics=accuracy_f1,
         callbacks=callbacks,
