@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +63,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     Readers see either the old or the new content, never a half-written file; on failure
     (disk full, permissions) the old file is left untouched and the temp file is removed.
     """
+    import tempfile
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -183,7 +182,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 def new_run_id(name: str | None = None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(3)}"
+    return f"{stamp}-{os.urandom(3).hex()}"
 
 
 def pid_alive(pid: int | None, started: float | None = None) -> bool:
@@ -284,7 +283,7 @@ class Run:
             return state
         now = time.time()
         beat = self.status.get("heartbeat") or self.status.get("created") or 0
-        same_host = self.status.get("host") in (None, socket.gethostname())
+        same_host = self.status.get("host") in (None, _hostname())
         pid = self.status.get("pid")
         if same_host and pid:
             if not pid_alive(pid, self.status.get("pid_started")):
@@ -391,7 +390,7 @@ def create_run(config: dict[str, Any], home: Path | None = None) -> Run:
         atomic_write_text(path / "config.toml", tomli_w.dumps(_toml_clean(config)))
         atomic_write_json(
             path / "status.json",
-            {"state": "queued", "created": time.time(), "host": socket.gethostname()},
+            {"state": "queued", "created": time.time(), "host": _hostname()},
         )
     except OSError as exc:
         import shutil
@@ -445,3 +444,9 @@ def delete_run(run: Run) -> None:
     if run.refresh().is_active:
         raise RunError(f"run {run.id} is still {run.state}; cancel it first")
     shutil.rmtree(run.path)
+
+
+def _hostname() -> str:
+    import socket  # not at import: the TUI imports this module at start-up
+
+    return socket.gethostname()

@@ -48,6 +48,8 @@ class BertuiApp(App):
         self.clock = clock
         self.theme_problems: list[str] = []
         self._themes_ready = False
+        self._first_frame_shown = False
+        self._after_first_frame: list[Callable[[], object]] = []
         self._register_themes()
 
     @property
@@ -100,6 +102,21 @@ class BertuiApp(App):
             self.action_show_runs()
         else:
             self.action_new_run()
+
+    def on_ready(self) -> None:
+        # Textual's Ready: the first frame is on the terminal.
+        self._first_frame_shown = True
+        callbacks, self._after_first_frame = self._after_first_frame, []
+        for callback in callbacks:
+            self.call_later(callback)
+
+    def after_first_frame(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once the first frame is on the terminal (soon, if it is already):
+        work that can wait a few milliseconds does not delay the first screen."""
+        if self._first_frame_shown:
+            self.call_later(callback)
+        else:
+            self._after_first_frame.append(callback)
 
     # --- navigation ---------------------------------------------------------------------------
 

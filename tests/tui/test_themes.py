@@ -40,10 +40,16 @@ def test_user_themes_are_loaded_and_bad_ones_reported(tmp_path):
     folder.mkdir()
     (folder / "good.yaml").write_text("name: good\nprimary: '#123456'\ndark: false\n")
     (folder / "bad.yaml").write_text("name: [unclosed\n")
+    (folder / "mine.toml").write_text('name = "mine"\nprimary = "#654321"\n[variables]\n'
+                                      'chart-train = "#ff0000"\n')
+    (folder / "broken.toml").write_text('name = "broken\n')
     (folder / "notes.txt").write_text("not a theme")
     themes, problems = user_themes(tmp_path)
-    assert [t.name for t in themes] == ["good"]
-    assert len(problems) == 1 and "bad.yaml" in problems[0]
+    assert sorted(t.name for t in themes) == ["good", "mine"]
+    assert next(t for t in themes if t.name == "mine").variables["chart-train"] == "#ff0000"
+    assert len(problems) == 2
+    assert any("bad.yaml" in p and "not valid YAML" in p for p in problems)
+    assert any("broken.toml" in p and "not valid TOML" in p for p in problems)
 
 
 def test_chart_colours_fall_back_on_the_standard_ones():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
@@ -17,9 +18,6 @@ PaletteCommand = tuple[str, str, Callable[[], object]]
 class BertuiScreen(Screen):
     """A main screen. Subclasses implement ``compose_body`` (and may add palette commands)."""
 
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (MIN_WIDTH, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (MIN_HEIGHT, "-tall")]
-
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
         yield TooSmall()
@@ -29,9 +27,15 @@ class BertuiScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    def on_resize(self, event: events.Resize) -> None:
+        # A class that changes only when the answer changes: a class change restyles every
+        # widget of the screen (Textual's breakpoints would add one at each start).
+        small = event.size.width < MIN_WIDTH or event.size.height < MIN_HEIGHT
+        self.set_class(small, "-too-small")
+
     @property
     def too_small(self) -> bool:
-        return self.has_class("-narrow") or self.has_class("-short")
+        return self.has_class("-too-small")
 
     def palette_commands(self) -> Iterable[PaletteCommand]:
         """(name, help, callback) entries for the command palette, for this screen."""

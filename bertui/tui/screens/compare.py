@@ -45,6 +45,7 @@ class ErrorsTable(DataTable):
 class CompareScreen(BertuiScreen):
     """The comparison of one finished run (``run_path``)."""
 
+    CSS_PATH = "compare.tcss"
     TITLE = "Compare"
     BINDINGS = [
         Binding("1", "tab('scores')", "Scores"),

@@ -12,6 +12,7 @@ from textual.widgets import Button, Static
 class ConfirmModal(ModalScreen[bool]):
     """Dismisses with True (the action button, or ``y``) or False (``n``, escape)."""
 
+    CSS_PATH = "confirm.tcss"
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),

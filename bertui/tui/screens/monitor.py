@@ -37,6 +37,7 @@ STATE_ICONS = {"queued": "◌", "running": "●", "finished": "✓", "failed": "
 class MonitorScreen(BertuiScreen):
     """Follows the run at ``run_path``."""
 
+    CSS_PATH = "monitor.tcss"
     TITLE = "Monitor"
     BINDINGS = [
         Binding("c", "compare", "Compare"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+
+# Select, Checkbox, Button and DataTable are imported where the deferred parts of the form are
+# built: importing them costs start-up time before the first frame.
+from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
 from bertui.tui.format import count, one_line, size
@@ -62,10 +66,36 @@ def _number(raw: str, field: str, kind: type, *, auto: bool = False) -> Any:
         raise FormError(f"'{raw}' is not {word}", field) from None
 
 
+class Deferred(Vertical):
+    """A part of the form built and mounted once the first frame is on the terminal (so the
+    screen appears sooner); it tells the screen when its fields exist."""
+
+    DEFAULT_CSS = "Deferred { height: auto; }"
+
+    class Ready(Message):
+        pass
+
+    def __init__(self, build: Callable[[], ComposeResult], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._build = build
+
+    def compose(self) -> ComposeResult:
+        yield from self._build()
+
+    def on_mount(self) -> None:
+        self.post_message(self.Ready())
+
+
+# The Deferred parts of the form: the dataset's details, the training section, the Start row.
+DEFERRED_PARTS = 3
+
+
 class NewRunScreen(BertuiScreen):
     """The form."""
 
+    CSS_PATH = "new_run.tcss"
     TITLE = "New run"
+    AUTO_FOCUS = "#model"
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run"),
     ]
@@ -104,6 +134,7 @@ class NewRunScreen(BertuiScreen):
         self.dataset_info: dict[str, Any] | None = None
         self._columns: dict[str, list[str]] = {}
         self.starting = False
+        self.parts_ready = 0  # Deferred parts of the form mounted so far
         self.model_suggester = SpecSuggester(["default"])
         self.dataset_suggester = SpecSuggester(["demo"], files=True)
 
@@ -114,7 +145,9 @@ class NewRunScreen(BertuiScreen):
     # --- layout -------------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
-        with VerticalScroll(id="form"):
+        # Not focusable itself: focus goes straight to the model field (a focus change on the
+        # scroll container restyles the whole form).
+        with VerticalScroll(id="form", can_focus=False):
             with Horizontal(id="form-top"):
                 with Vertical(id="model-section", classes="section"):
                     yield Static("Model", classes="section-title")
@@ -128,50 +161,78 @@ class NewRunScreen(BertuiScreen):
                     yield from self._field("dataset", "dataset", Input(
                         "demo", id="dataset", compact=True, suggester=self.dataset_suggester,
                         placeholder="demo, a file (csv tsv json jsonl parquet) or a hub id"))
-                    yield from self._field("split", "train split", Input(
-                        "", id="split", compact=True, placeholder="train (default)"))
-                    yield from self._field("eval", "eval", Input(
-                        "", id="eval", compact=True,
-                        placeholder="a split name or a file (default: automatic)"))
-                    yield from self._field("holdout", "holdout", Input(
-                        "0.2", id="holdout", compact=True), hint="held out when no eval split")
-                    yield from self._field("text_column", "text column", Select(
-                        [], id="text_column", compact=True, prompt="(inferred)"))
-                    yield from self._field("label_column", "label column", Select(
-                        [], id="label_column", compact=True, prompt="(inferred)"))
-                    yield Static("", id="dataset-info", classes="info")
-            with Vertical(id="train-section", classes="section"):
-                yield Static("Training", classes="section-title")
-                with Horizontal(id="train-columns"):
-                    with Vertical(classes="train-column"):
-                        yield from self._field("epochs", "epochs", Input(
-                            "3", id="epochs", compact=True))
-                        yield from self._field("learning_rate", "learning rate", Input(
-                            "", id="learning_rate", compact=True,
-                            placeholder="auto (by model size)"))
-                        yield from self._field("batch_size", "batch size", Input(
-                            "", id="batch_size", compact=True,
-                            placeholder="auto (16 CPU / 64 GPU)"))
-                        yield from self._field("max_length", "max length", Input(
-                            "128", id="max_length", compact=True), hint="tokens")
-                        yield from self._field("precision", "precision", Select(
-                            [(p, p) for p in PRECISIONS], value="auto", id="precision",
-                            compact=True, allow_blank=False))
-                    with Vertical(classes="train-column"):
-                        yield from self._field("max_train_samples", "train cap", Input(
-                            "", id="max_train_samples", compact=True, placeholder="all rows"))
-                        yield from self._field("max_eval_samples", "eval cap", Input(
-                            "", id="max_eval_samples", compact=True, placeholder="all rows"))
-                        yield from self._field("seed", "seed", Input(
-                            "0", id="seed", compact=True))
-                        yield from self._field("name", "run name", Input(
-                            "", id="name", compact=True, placeholder="automatic"))
-                        yield from self._field("probe", "baselines", Checkbox(
-                            "linear probe (frozen encoder)", True, id="probe"))
-            with Horizontal(id="start-row"):
-                yield Button("Start run", id="start", variant="primary", disabled=True)
-                yield Static("checking…", id="start-status")
-            yield Static("", id="start-error", classes="field-error")
+
+    def _start_area(self) -> ComposeResult:
+        from textual.widgets import Button
+
+        with Horizontal(id="start-row"):
+            yield Button("Start run", id="start", variant="primary", disabled=True)
+            yield Static("checking…", id="start-status")
+        yield Static("", id="start-error", classes="field-error")
+
+    def _dataset_details(self) -> ComposeResult:
+        from textual.widgets import Select
+
+        yield from self._field("split", "train split", Input(
+            "", id="split", compact=True, placeholder="train (default)"))
+        yield from self._field("eval", "eval", Input(
+            "", id="eval", compact=True,
+            placeholder="a split name or a file (default: automatic)"))
+        yield from self._field("holdout", "holdout", Input(
+            "0.2", id="holdout", compact=True))
+        yield from self._field("text_column", "text column", Select(
+            [], id="text_column", compact=True, prompt="(inferred)"))
+        yield from self._field("label_column", "label column", Select(
+            [], id="label_column", compact=True, prompt="(inferred)"))
+        yield Static("", id="dataset-info", classes="info")
+
+    def _training(self) -> ComposeResult:
+        from textual.widgets import Checkbox, Select
+
+        yield Static("Training", classes="section-title")
+        with Horizontal(id="train-columns"):
+            with Vertical(classes="train-column"):
+                yield from self._field("epochs", "epochs", Input(
+                    "3", id="epochs", compact=True))
+                yield from self._field("learning_rate", "learning rate", Input(
+                    "", id="learning_rate", compact=True,
+                    placeholder="auto (by model size)"))
+                yield from self._field("batch_size", "batch size", Input(
+                    "", id="batch_size", compact=True,
+                    placeholder="auto (16 CPU, 64 GPU)"))
+                yield from self._field("max_length", "max length", Input(
+                    "128", id="max_length", compact=True), hint="tokens")
+                yield from self._field("precision", "precision", Select(
+                    [(p, p) for p in PRECISIONS], value="auto", id="precision",
+                    compact=True, allow_blank=False))
+            with Vertical(classes="train-column"):
+                yield from self._field("max_train_samples", "train cap", Input(
+                    "", id="max_train_samples", compact=True, placeholder="all rows"))
+                yield from self._field("max_eval_samples", "eval cap", Input(
+                    "", id="max_eval_samples", compact=True, placeholder="all rows"))
+                yield from self._field("seed", "seed", Input(
+                    "0", id="seed", compact=True))
+                yield from self._field("name", "run name", Input(
+                    "", id="name", compact=True, placeholder="automatic"))
+                yield from self._field("probe", "baselines", Checkbox(
+                    "linear probe", True, id="probe", classes="toggle"))
+        # The speed-ups, each overridable (as the CLI's flags are).
+        with Horizontal(id="speed-columns"):
+            with Vertical(classes="train-column"):
+                yield from self._field("group_by_length", "batches", Checkbox(
+                    "grouped by length", True, id="group_by_length", classes="toggle",
+                    tooltip="Batch texts of similar length together: less padding"))
+                yield from self._field("compact_vocab", "embeddings", Checkbox(
+                    "only rows in use", True, id="compact_vocab", classes="toggle",
+                    tooltip="Train only the word-embedding rows the data uses: the same model, "
+                    "faster steps"))
+            with Vertical(classes="train-column"):
+                yield from self._field("torch_compile", "compile", Checkbox(
+                    "torch.compile", False, id="torch_compile", classes="toggle",
+                    tooltip="Compile the model first (pays off on long GPU runs)"))
+                yield from self._field("auto_batch_size", "memory", Checkbox(
+                    "auto batch size", False, id="auto_batch_size", classes="toggle",
+                    tooltip="Halve the batch and retry when the GPU runs out of memory"))
 
     def _field(self, name: str, label: str, widget: Any, hint: str = "") -> ComposeResult:
         with Horizontal(classes="field", id=f"{name}-field"):
@@ -182,24 +243,41 @@ class NewRunScreen(BertuiScreen):
         yield Static("", id=f"{name}-error", classes="field-error")
 
     def on_mount(self) -> None:
-        preview = DataTable(id="preview", cursor_type="none", show_cursor=False)
-        self.query_one("#data-section").mount(preview, after="#dataset-info")
-        self.query_one("#model", Input).focus()
         self.query_one("#model", Input).cursor_position = len("default")
-        # Checks start after the first frame is on screen (they import heavy libraries).
-        self.call_after_refresh(self._first_checks)
+        self.bertui.after_first_frame(self._mount_deferred)
 
-    def _first_checks(self) -> None:
-        self._check_model(self.query_one("#model", Input).value, debounce=False)
-        self._check_dataset(debounce=False)
-        self._list_models()
-        self._check_form()
+    def _mount_deferred(self) -> None:
+        self.query_one("#data-section").mount(
+            Deferred(self._dataset_details, id="data-details"))
+        self.query_one("#form").mount(
+            Deferred(self._training, id="train-section", classes="section"),
+            Deferred(self._start_area, id="start-area"))
+
+    @on(Deferred.Ready)
+    def _part_ready(self) -> None:
+        self.parts_ready += 1
+        if self.ready:
+            # The whole form exists: the checks start (after the first frame; they import
+            # heavy libraries in their threads).
+            from textual.widgets import DataTable
+
+            preview = DataTable(id="preview", cursor_type="none", show_cursor=False)
+            self.query_one("#data-details").mount(preview, after="#dataset-info")
+            self._check_model(self.query_one("#model", Input).value, debounce=False)
+            self._check_dataset(debounce=False)
+            self._list_models()
+            self._check_form()
+
+    @property
+    def ready(self) -> bool:
+        return self.parts_ready >= DEFERRED_PARTS
 
     # --- model --------------------------------------------------------------------------------
 
     @on(Input.Changed, "#model")
     def _model_changed(self, event: Input.Changed) -> None:
-        self._check_model(event.value)
+        if self.ready:  # else the first check, once the form exists, reads the value
+            self._check_model(event.value)
 
     def _check_model(self, spec: str, debounce: bool = True) -> None:
         self.model_ok = None
@@ -266,27 +344,36 @@ class NewRunScreen(BertuiScreen):
 
     # --- dataset ------------------------------------------------------------------------------
 
-    def _dataset_key(self) -> tuple[str, str, str, str]:
-        def select(name: str) -> str:
-            value = self.query_one(f"#{name}", Select).value
-            return "" if value is Select.NULL else str(value)
+    def _select(self, name: str) -> str | None:
+        """A Select's value, None when nothing is chosen."""
+        from textual.widgets import Select
 
+        value = self.query_one(f"#{name}", Select).value
+        return None if value is Select.NULL else str(value)
+
+    def _dataset_key(self) -> tuple[str, str, str, str]:
         return (self.query_one("#dataset", Input).value.strip(),
                 self.query_one("#split", Input).value.strip(),
-                select("text_column"), select("label_column"))
+                self._select("text_column") or "", self._select("label_column") or "")
 
     @on(Input.Changed, "#dataset")
     @on(Input.Changed, "#split")
     def _dataset_changed(self, event: Input.Changed) -> None:
+        if not self.ready:
+            return
         # a new source: forget the chosen columns, infer them again
         self.dataset_info = None
         self._check_dataset(columns=False)
 
-    @on(Select.Changed, "#text_column")
-    @on(Select.Changed, "#label_column")
-    def _columns_changed(self, event: Select.Changed) -> None:
+    def on_select_changed(self, event: Any) -> None:  # Select.Changed
+        if event.select.id == "precision":
+            self._check_form()
+        elif event.select.id in ("text_column", "label_column"):
+            self._columns_changed(event)
+
+    def _columns_changed(self, event: Any) -> None:
         info = self.dataset_info
-        if info is None or event.value is Select.NULL:
+        if info is None or self._select(event.select.id) is None:
             return
         if info.get(event.select.id) == event.value:
             return  # the value the last check filled in
@@ -340,7 +427,7 @@ class NewRunScreen(BertuiScreen):
         self.dataset_info = info
         columns = [str(c) for c in info.get("columns") or []]
         for name in ("text_column", "label_column"):
-            select = self.query_one(f"#{name}", Select)
+            select = self.query_one(f"#{name}")
             if self._columns.get(name) != columns:
                 self._columns[name] = columns
                 select.set_options([(c, c) for c in columns])
@@ -357,7 +444,7 @@ class NewRunScreen(BertuiScreen):
         self.query_one("#dataset-info", Static).update(
             f"{info.get('rows', '?')} rows from {source}\n"
             f"labels: {balance}\n{self._eval_source()}")
-        table = self.query_one("#preview", DataTable)
+        table = self.query_one("#preview")
         table.clear(columns=True)
         shown = [c for c in (info.get("text_column"), info.get("label_column")) if c]
         shown += [c for c in columns if c not in shown][:2]
@@ -401,20 +488,12 @@ class NewRunScreen(BertuiScreen):
                 self.on_new_run_screen_dataset_checked(
                     self.DatasetChecked(self._dataset_key(), self.dataset_info, None, "dataset"))
 
-    @on(Select.Changed, "#precision")
-    def _precision_changed(self) -> None:
-        self._check_form()
-
     def options(self) -> Any:
         """The form as RunOptions; raises FormError or BadInput (with ``.field``)."""
         from bertui.core.launch import RunOptions
 
         def text(name: str) -> str:
             return self.query_one(f"#{name}", Input).value.strip()
-
-        def select(name: str) -> str | None:
-            value = self.query_one(f"#{name}", Select).value
-            return None if value is Select.NULL else str(value)
 
         holdout_text = text("holdout") or "0.2"
         if holdout_text.endswith("%"):
@@ -429,8 +508,8 @@ class NewRunScreen(BertuiScreen):
             eval_dataset=eval_value if eval_is_file else None,
             eval_split=eval_value if eval_value and not eval_is_file else None,
             split=text("split") or None,
-            text_column=select("text_column"),
-            label_column=select("label_column"),
+            text_column=self._select("text_column"),
+            label_column=self._select("label_column"),
             holdout=holdout,
             epochs=_number(text("epochs"), "epochs", float),
             learning_rate=_number(text("learning_rate"), "learning_rate", float, auto=True),
@@ -441,8 +520,12 @@ class NewRunScreen(BertuiScreen):
             max_eval_samples=_number(text("max_eval_samples"), "max_eval_samples", int,
                                      auto=True),
             seed=_number(text("seed"), "seed", int),
-            precision=select("precision") or "auto",
-            probe=self.query_one("#probe", Checkbox).value,
+            precision=self._select("precision") or "auto",
+            probe=self.query_one("#probe").value,
+            group_by_length=self.query_one("#group_by_length").value,
+            compact_vocab=self.query_one("#compact_vocab").value,
+            torch_compile=self.query_one("#torch_compile").value,
+            auto_batch_size=self.query_one("#auto_batch_size").value,
             name=text("name") or None,
         )
 
@@ -450,6 +533,8 @@ class NewRunScreen(BertuiScreen):
         """The cheap checks (parse the numbers, ``validate_options``), run on every change."""
         from bertui.core.launch import validate_options
 
+        if not self.ready:
+            return
         for name in list(self.form_errors):
             self._set_error(name, None)
         self.form_errors = {}
@@ -476,10 +561,12 @@ class NewRunScreen(BertuiScreen):
 
     @property
     def valid(self) -> bool:
-        return bool(self.model_ok and self.dataset_ok and not self.form_errors)
+        return bool(self.ready and self.model_ok and self.dataset_ok and not self.form_errors)
 
     def _update_start(self) -> None:
-        button = self.query_one("#start", Button)
+        if not self.ready:
+            return
+        button = self.query_one("#start")
         status = self.query_one("#start-status", Static)
         button.disabled = self.starting or not self.valid
         if self.starting:
@@ -505,9 +592,9 @@ class NewRunScreen(BertuiScreen):
 
     # --- start --------------------------------------------------------------------------------
 
-    @on(Button.Pressed, "#start")
-    def _start_pressed(self) -> None:
-        self.action_start()
+    def on_button_pressed(self, event: Any) -> None:  # Button.Pressed
+        if event.button.id == "start":
+            self.action_start()
 
     def action_start(self) -> None:
         if self.starting or not self.valid:
@@ -553,8 +640,10 @@ class NewRunScreen(BertuiScreen):
                     "seed": "0", "name": ""}
         for name, value in defaults.items():
             self.query_one(f"#{name}", Input).value = value
-        self.query_one("#precision", Select).value = "auto"
-        self.query_one("#probe", Checkbox).value = True
+        self.query_one("#precision").value = "auto"
+        for name, value in (("probe", True), ("group_by_length", True), ("compact_vocab", True),
+                            ("torch_compile", False), ("auto_batch_size", False)):
+            self.query_one(f"#{name}").value = value
 
     def palette_commands(self) -> list[PaletteCommand]:
         return [("Start the run", "Start training with this form", self.action_start),

@@ -38,6 +38,7 @@ class RunsTable(DataTable):
 class RunsScreen(BertuiScreen):
     """The list of runs."""
 
+    CSS_PATH = "runs.tcss"
     TITLE = "Runs"
     BINDINGS = [
         Binding("space", "mark", "Mark for curves"),

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from textual.suggester import Suggester
 
-from bertui.core.data import FILE_KINDS
-
 
 def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~")) or value in (".", "..")
@@ -43,18 +41,23 @@ def complete_path(value: str, *, files: Iterable[str] | None = None) -> str | No
 
 class SpecSuggester(Suggester):
     """Suggests from ``names`` (set later, e.g. once cached models are listed) and completes
-    paths; ``file_suffixes`` limits path completion to data files (None: folders only)."""
+    paths; ``files`` completes data files too (else folders only)."""
 
     def __init__(self, names: Iterable[str] = (), *, files: bool = False) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
         self.names = list(names)
-        self.files = tuple(FILE_KINDS) if files else ()
+        self.files = files
 
     async def get_suggestion(self, value: str) -> str | None:
         if not value:
             return None
         if looks_like_path(value):
-            return complete_path(value, files=self.files)
+            suffixes: tuple[str, ...] = ()
+            if self.files:
+                from bertui.core.data import FILE_KINDS  # not at start-up: data is not light
+
+                suffixes = tuple(FILE_KINDS)
+            return complete_path(value, files=suffixes)
         for name in self.names:
             if name.startswith(value) and name != value:
                 return name
