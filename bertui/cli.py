@@ -166,6 +166,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if not argv:
+            return open_app(None)  # the terminal app: no parser to build (start-up time)
         args = build_parser().parse_args(argv)
         return dispatch(args)
     except UsageError as exc:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -103,6 +104,10 @@ class BertuiApp(App):
         else:
             self.action_new_run()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The key that opens the screen already shown is left out of the footer.
+        return action != getattr(self.screen, "OPENED_BY", None)
+
     def on_ready(self) -> None:
         # Textual's Ready: the first frame is on the terminal.
         self._first_frame_shown = True
@@ -117,6 +122,32 @@ class BertuiApp(App):
             self.call_later(callback)
         else:
             self._after_first_frame.append(callback)
+
+    # --- actions on runs ----------------------------------------------------------------------
+
+    def cancel_run(self, run: Run) -> None:
+        """Ask, then cancel ``run`` (its worker saves a checkpoint before it stops)."""
+        from bertui.tui.screens.confirm import ConfirmModal
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel(run)
+
+        self.push_screen(
+            ConfirmModal(f"Cancel run {run.name}? Its last checkpoint is kept, "
+                         "so it can be resumed.", "Cancel run"), answered)
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def _cancel(self, run: Run) -> None:
+        try:
+            from bertui.core.launch import cancel_run
+
+            cancel_run(run)
+        except Exception as exc:  # RunError: it ended meanwhile, a worker we cannot signal
+            self.call_from_thread(self.notify, str(exc), title="Cannot cancel",
+                                  severity="error")
+            return
+        self.call_from_thread(self.notify, "Cancelling…", title=run.name)
 
     # --- navigation ---------------------------------------------------------------------------
 

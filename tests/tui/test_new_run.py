@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from textual.widgets import Button, DataTable, Input, Select
+from textual.widgets import Button, Checkbox, DataTable, Input, Select
 
 from bertui.core.errors import BadInput
 from bertui.core.runs import create_run
@@ -14,6 +14,9 @@ from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.screens.new_run import NewRunScreen
 
 from .conftest import build_app, plain, settle
+
+
+SPEED_UPS = ("group_by_length", "compact_vocab", "torch_compile", "auto_batch_size")
 
 
 def error_of(screen, field):
@@ -43,6 +46,10 @@ async def test_defaults_are_valid(bertui_home, config_path, no_cached_models):
         assert screen.query_one("#text_column", Select).value == "text"
         assert screen.query_one("#label_column", Select).value == "label"
         assert screen.query_one("#preview", DataTable).row_count == 6
+        # every binding is in the footer, but the one for the screen already shown
+        keys = {key.action for key in app.screen.query("FooterKey")}
+        assert {"start", "show_runs", "change_theme", "quit"} <= keys
+        assert "new_run" not in keys
 
 
 async def test_a_missing_model_folder_is_explained(bertui_home, config_path, no_cached_models):
@@ -120,12 +127,20 @@ async def test_start_opens_the_monitor(bertui_home, config_path, no_cached_model
         await set_value(pilot, screen, "max_train_samples", "64")
         await set_value(pilot, screen, "learning_rate", "5e-5")
         await set_value(pilot, screen, "name", "from-the-form")
+        # the speed-ups are on by default (torch.compile and auto batch size off); flip them
+        defaults = {name: screen.query_one(f"#{name}", Checkbox).value for name in SPEED_UPS}
+        assert defaults == {"group_by_length": True, "compact_vocab": True,
+                            "torch_compile": False, "auto_batch_size": False}
+        for name in SPEED_UPS:
+            screen.query_one(f"#{name}", Checkbox).toggle()
         await pilot.press("ctrl+s")
         await settle(pilot)
         options = seen["options"]
         assert (options.model, options.dataset, options.epochs) == ("default", "demo", 1.0)
         assert options.max_train_samples == 64 and options.learning_rate == 5e-5
         assert options.batch_size is None and options.probe is True
+        assert {name: getattr(options, name) for name in SPEED_UPS} == {
+            name: not value for name, value in defaults.items()}
         assert isinstance(app.screen, MonitorScreen)
         assert app.screen.run.name == "from-the-form"
 

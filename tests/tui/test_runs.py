@@ -136,3 +136,39 @@ async def test_empty_home_says_how_to_start(bertui_home, config_path):
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert "No runs yet" in plain(app.screen.query_one("#runs-empty"))
+
+
+async def test_cancel_from_runs_asks_first(bertui_home, config_path, monkeypatch):
+    from .test_monitor import live_run
+
+    cancelled = []
+    monkeypatch.setattr("bertui.core.launch.cancel_run", lambda run, wait=0.0: cancelled.append(
+        run.id) or True)
+    run = live_run(bertui_home)
+    app = build_app(bertui_home, config_path)  # an active run: the app opens on Runs
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        await move_to(pilot, screen, run.id)
+        assert screen.check_action("cancel_run", ()) is True
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("n")
+        await pilot.pause()
+        assert cancelled == []
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        assert cancelled == [run.id]
+
+
+async def test_cancel_is_not_offered_for_ended_runs(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        for run_id in (FINISHED, FAILED, CANCELLED):
+            await move_to(pilot, screen, run_id)
+            assert screen.check_action("cancel_run", ()) is False

@@ -21,7 +21,6 @@ from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES
 from bertui.tui.follow import RunFollower
 from bertui.tui.format import clock_time, count, duration, percent, rate, score
 from bertui.tui.screens.base import BertuiScreen, PaletteCommand
-from bertui.tui.screens.confirm import ConfirmModal
 from bertui.tui.themes import state_style, theme_color
 from bertui.tui.widgets.chart import Chart
 from bertui.tui.widgets.hardware import HardwarePanel
@@ -245,28 +244,8 @@ class MonitorScreen(BertuiScreen):
             self.bertui.open_run(self.run.path, view="compare")
 
     def action_cancel_run(self) -> None:
-        if self.follower.state not in ACTIVE_STATES:
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._cancel()
-
-        self.app.push_screen(
-            ConfirmModal(f"Cancel run {self.run.name}? Its last checkpoint is kept, "
-                         "so it can be resumed.", "Cancel run"), answered)
-
-    @work(thread=True, exclusive=True, group="cancel", exit_on_error=False)
-    def _cancel(self) -> None:
-        try:
-            from bertui.core.launch import cancel_run
-
-            cancel_run(self.run)
-        except Exception as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Cannot cancel",
-                                      severity="error")
-            return
-        self.app.call_from_thread(self.notify, "Cancelling…", title=self.run.name)
+        if self.follower.state in ACTIVE_STATES:
+            self.bertui.cancel_run(self.run)
 
     def action_resume(self) -> None:
         if self.follower.state in RESUMABLE_STATES:

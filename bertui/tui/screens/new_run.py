@@ -93,7 +93,7 @@ DEFERRED_PARTS = 3
 class NewRunScreen(BertuiScreen):
     """The form."""
 
-    CSS_PATH = "new_run.tcss"
+    OPENED_BY = "new_run"  # the app action that opens this screen (hidden here)
     TITLE = "New run"
     AUTO_FOCUS = "#model"
     BINDINGS = [

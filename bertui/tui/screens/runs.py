@@ -39,9 +39,11 @@ class RunsScreen(BertuiScreen):
     """The list of runs."""
 
     CSS_PATH = "runs.tcss"
+    OPENED_BY = "show_runs"  # the app action that opens this screen (hidden here)
     TITLE = "Runs"
     BINDINGS = [
         Binding("space", "mark", "Mark for curves"),
+        Binding("x", "cancel_run", "Cancel run"),
         Binding("r", "resume", "Resume"),
         Binding("d", "delete", "Delete"),
         Binding("f5", "reload", "Reload"),
@@ -149,6 +151,8 @@ class RunsScreen(BertuiScreen):
         run = self.highlighted if self.is_mounted else None
         if action == "resume":
             return run is not None and run.state in RESUMABLE_STATES
+        if action == "cancel_run":
+            return run is not None and run.state in ACTIVE_STATES
         if action == "delete":
             return run is not None and run.state not in ACTIVE_STATES
         if action == "mark":
@@ -168,6 +172,11 @@ class RunsScreen(BertuiScreen):
             self.marked.append(run.id)
             self.marked = self.marked[-OVERLAY:]
         self.reload(force=True)
+
+    def action_cancel_run(self) -> None:
+        run = self.highlighted
+        if run is not None and run.state in ACTIVE_STATES:
+            self.bertui.cancel_run(run)
 
     def action_resume(self) -> None:
         run = self.highlighted
