@@ -109,7 +109,11 @@ class BertuiApp(App):
         return action != getattr(self.screen, "OPENED_BY", None)
 
     def on_ready(self) -> None:
-        # Textual's Ready: the first frame is on the terminal.
+        # Textual's Ready comes with the first layout; the frame reaches the terminal on the
+        # refresh after it.
+        self.call_after_refresh(self._first_frame)
+
+    def _first_frame(self) -> None:
         self._first_frame_shown = True
         callbacks, self._after_first_frame = self._after_first_frame, []
         for callback in callbacks:

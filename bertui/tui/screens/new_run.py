@@ -247,6 +247,8 @@ class NewRunScreen(BertuiScreen):
         self.bertui.after_first_frame(self._mount_deferred)
 
     def _mount_deferred(self) -> None:
+        if not self.is_attached:  # the user left before the first frame was shown
+            return
         self.query_one("#data-section").mount(
             Deferred(self._dataset_details, id="data-details"))
         self.query_one("#form").mount(
