@@ -86,26 +86,34 @@ def main() -> int:
                     "p90_ms": round(sorted(times)[int(0.9 * len(times))], 2),
                 }
             )
-        # Per model: the pre-trained and the probe share one forward pass.
+        # Per model, one after the other (the pre-trained and the probe share one forward
+        # pass): the eager forward (batches, the CLI) and the traced one (one text, the pane).
         from bertui.core.training import Encoded, batched_forward
 
         enc = Encoded(predictor.tokenizer([SENTENCES[1]])["input_ids"], [0])
         per_model = {}
-        for name, model, feats in (
-            ("pretrained+probe", predictor.base, True),
-            ("finetuned", predictor.finetuned, False),
+        for name, key, model, feats in (
+            ("pretrained+probe", "base", predictor.base, True),
+            ("finetuned", "finetuned", predictor.finetuned, False),
         ):
-            times = []
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                batched_forward(model, enc, predictor.tokenizer.pad_token_id, features=feats)
-                times.append((time.perf_counter() - t0) * 1000)
-            per_model[name] = round(statistics.median(times), 2)
+            for how, call in (
+                ("eager", lambda m=model, f=feats: batched_forward(
+                    m, enc, predictor.tokenizer.pad_token_id, features=f)),
+                ("traced", lambda k=key: predictor._fast[k](enc.input_ids[0])),
+            ):
+                if how == "traced" and predictor._fast.get(key) is None:
+                    continue
+                times = []
+                for _ in range(a.repeats):
+                    t0 = time.perf_counter()
+                    call()
+                    times.append((time.perf_counter() - t0) * 1000)
+                per_model[f"{name} ({how})"] = round(statistics.median(times), 2)
     report = {
         "model": a.model,
         "torch_threads": torch.get_num_threads(),
         "sentences": rows,
-        "per_model_ms_13_tokens": per_model,
+        "per_model_ms_12_tokens": per_model,
         "median_ms_all_three": round(statistics.median(r["median_ms"] for r in rows), 2),
     }
     if a.json:

@@ -72,6 +72,13 @@ def main() -> int:
     if not shutil.which("tmux"):
         raise SystemExit("tmux is needed (apt-get install tmux)")
     bertui = str(Path(sys.executable).with_name("bertui"))
+    # Byte-compile bertui as pip does when it installs a package (an editable install, or
+    # PYTHONDONTWRITEBYTECODE=1, would otherwise compile its modules from source at each start).
+    import compileall
+
+    import bertui as package
+
+    compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
     with tempfile.TemporaryDirectory(prefix="bertui-startup-") as tmp:
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE_APP)

@@ -94,6 +94,27 @@ def test_predict_rebuilds_the_measured_pretrained_model(finished_run):
         assert accuracy == pytest.approx(run.metrics()[name]["accuracy"], abs=1e-9), name
 
 
+def test_one_text_goes_through_the_traced_forward_with_the_same_answer(finished_run):
+    """The pane predicts one sentence at a time through TorchScript traces of the models; they
+    must give what the eager forward gives (the batch path above is eager)."""
+    from bertui.core.data import prepare
+    from bertui.core.predict import RunPredictor
+
+    predictor = RunPredictor(Run.load(finished_run)).load()
+    assert set(predictor._fast) == {"base", "finetuned"}
+    assert all(f is not None for f in predictor._fast.values())  # the tiny BERT traces
+    texts = prepare("demo").eval.texts[:12] + ["ok", "Not what I expected at all, sadly."]
+    fast = [predictor.predict([t])[0] for t in texts]
+    traced, predictor._fast = predictor._fast, {}
+    eager = [predictor.predict([t])[0] for t in texts]
+    predictor._fast = traced
+    for f, e in zip(fast, eager):
+        for name in ("pretrained", "probe", "finetuned"):
+            assert f[name]["label"] == e[name]["label"], name
+            for label, p in e[name]["probs"].items():
+                assert f[name]["probs"][label] == pytest.approx(p, abs=2e-4), name
+
+
 def test_runs_lists_the_run(finished_run, session_home):
     rows = json.loads(run_bertui("runs", "--json", home=session_home, check=True).stdout)
     row = next(r for r in rows if r["id"] == finished_run.name)

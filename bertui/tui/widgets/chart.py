@@ -4,6 +4,9 @@ A screen hands the chart a *drawing function* ``draw(plt, colors)`` which calls 
 ``plt`` (never the global ``plotext``) and takes its colours from ``colors(name)`` (an RGB triple
 from the current theme, see :func:`bertui.tui.themes.chart_color`). The chart keeps the newest
 function, draws it when it is shown, and draws again when the theme changes.
+
+In a narrow chart plotext's legend (drawn over the top-left of the plot) would hide the curves:
+there the series' labels go to one coloured line under the plot instead.
 """
 
 from __future__ import annotations
@@ -18,6 +21,24 @@ from bertui.tui.themes import chart_color
 
 Draw = Callable[[Any, Callable[[str], tuple[int, int, int]]], None]
 MIN_INTERVAL = 0.25  # seconds between two redraws: at most 4 Hz
+INSIDE_LEGEND_WIDTH = 60  # narrower charts get their legend on a line of its own
+
+
+class _LegendOutside:
+    """Stands in for ``plt`` while drawing: ``plot(..., label=L, color=C)`` is drawn without
+    its label, and (L, C) is kept for the legend line."""
+
+    def __init__(self, plt: Any) -> None:
+        self._plt = plt
+        self.legend: list[tuple[str, Any]] = []
+
+    def plot(self, *args: Any, label: str | None = None, **kwargs: Any) -> Any:
+        if label:
+            self.legend.append((label, kwargs.get("color")))
+        return self._plt.plot(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plt, name)
 
 
 class Chart(PlotextPlot):
@@ -29,6 +50,7 @@ class Chart(PlotextPlot):
         self._dirty = False
         self._last = 0.0
         self.draws = 0  # how many times the figure was rebuilt (tests read it)
+        self.legend: list[tuple[str, Any]] = []  # drawn under the plot when narrow
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -63,9 +85,41 @@ class Chart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         variables = self.app.theme_variables
-        self._draw(plt, lambda name: chart_color(variables, name))
+        target: Any = plt
+        if self.size.width < INSIDE_LEGEND_WIDTH:
+            target = _LegendOutside(plt)
+        self._draw(target, lambda name: chart_color(variables, name))
+        self.legend = getattr(target, "legend", [])
         self.draws += 1
         self.refresh()
 
     def on_show(self) -> None:
         self._tick()
+
+    def on_resize(self) -> None:
+        # the legend's place depends on the width: draw again
+        if self._draw is not None and (self.size.width < INSIDE_LEGEND_WIDTH) != bool(
+                self.legend):
+            self._dirty = True
+            self._last = 0.0
+            self.call_after_refresh(self._tick)
+
+    def render(self) -> Any:
+        if not self.legend or self.size.height < 4:
+            return super().render()
+        from rich.style import Style
+        from rich.text import Text
+
+        plt = self.plt
+        plt.plotsize(self.size.width, self.size.height - 1)
+        plt._set_size(self.size.width, self.size.height - 1)  # as PlotextPlot.render does
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        text = Text.from_ansi(plt.build())
+        text.append("\n")
+        for i, (label, color) in enumerate(self.legend):
+            if i:
+                text.append("  ")
+            rgb = tuple(color) if isinstance(color, (tuple, list)) else None
+            text.append("▬ ", Style(color=f"rgb{rgb}" if rgb else None))
+            text.append(label)
+        return text
