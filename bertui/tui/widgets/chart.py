@@ -21,7 +21,7 @@ from bertui.tui.themes import chart_color
 
 Draw = Callable[[Any, Callable[[str], tuple[int, int, int]]], None]
 MIN_INTERVAL = 0.25  # seconds between two redraws: at most 4 Hz
-INSIDE_LEGEND_WIDTH = 60  # narrower charts get their legend on a line of its own
+INSIDE_LEGEND_WIDTH = 50  # narrower charts get their legend on a line of its own
 
 
 class _LegendOutside:
@@ -114,12 +114,12 @@ class Chart(PlotextPlot):
         plt.plotsize(self.size.width, self.size.height - 1)
         plt._set_size(self.size.width, self.size.height - 1)  # as PlotextPlot.render does
         plt.theme(self._get_plotext_theme_name(self.app.theme))
-        text = Text.from_ansi(plt.build())
+        text = Text.from_ansi(plt.build().rstrip("\n"))
         text.append("\n")
         for i, (label, color) in enumerate(self.legend):
             if i:
-                text.append("  ")
+                text.append(" ")
             rgb = tuple(color) if isinstance(color, (tuple, list)) else None
-            text.append("▬ ", Style(color=f"rgb{rgb}" if rgb else None))
+            text.append("▬", Style(color=f"rgb{rgb}" if rgb else None))
             text.append(label)
         return text
