@@ -15,7 +15,6 @@ from bertui.tui.screens.new_run import NewRunScreen
 
 from .conftest import build_app, plain, settle
 
-
 SPEED_UPS = ("group_by_length", "compact_vocab", "torch_compile", "auto_batch_size")
 
 
