@@ -164,7 +164,6 @@ def _traced_forward(model: Any, tokenizer: Any, *, features: bool) -> Any:
     cannot be traced or disagrees."""
     import warnings
 
-    import numpy as np
     import torch
 
     class Forward(torch.nn.Module):
@@ -195,6 +194,6 @@ def _traced_forward(model: Any, tokenizer: Any, *, features: bool) -> Any:
             outs = traced(torch.tensor([input_ids], device=device))
         probs = torch.softmax(outs[0].float(), dim=-1).cpu().numpy()
         pooled = outs[1].float().mean(1).cpu().numpy() if features else None
-        return np.asarray(probs), pooled
+        return probs, pooled
 
     return run

@@ -385,7 +385,7 @@ def make_trainer(
     tokenizer: Any,
     callbacks: list[Any],
     pad_multiple: int | None,
-    pad_id: int | None = None,
+    pad_id: int,
 ) -> Any:
     from transformers import Trainer
 
@@ -414,9 +414,7 @@ def make_trainer(
         args=args,
         train_dataset=TorchDataset(train),
         eval_dataset=TorchDataset(evaluation),
-        data_collator=PadCollator(
-            pad_id if pad_id is not None else tokenizer.pad_token_id or 0, pad_multiple
-        ),
+        data_collator=PadCollator(pad_id, pad_multiple),
         processing_class=tokenizer,
         compute_metrics=accuracy_f1,
         callbacks=callbacks,

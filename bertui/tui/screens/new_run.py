@@ -86,8 +86,17 @@ class Deferred(Vertical):
         self.post_message(self.Ready())
 
 
-# The Deferred parts of the form: the dataset's details, the training section, the Start row.
-DEFERRED_PARTS = 3
+# The speed-up toggles: (RunOptions field, label, checkbox text, tooltip).
+SPEED_UPS = (
+    ("group_by_length", "batches", "grouped by length",
+     "Batch texts of similar length together: less padding"),
+    ("compact_vocab", "embeddings", "only rows in use",
+     "Train only the word-embedding rows the data uses: the same model, faster steps"),
+    ("torch_compile", "compile", "torch.compile",
+     "Compile the model first (pays off on long GPU runs)"),
+    ("auto_batch_size", "memory", "auto batch size",
+     "Halve the batch and retry when the GPU runs out of memory"),
+)
 
 
 class NewRunScreen(BertuiScreen):
@@ -134,7 +143,7 @@ class NewRunScreen(BertuiScreen):
         self.dataset_info: dict[str, Any] | None = None
         self._columns: dict[str, list[str]] = {}
         self.starting = False
-        self.parts_ready = 0  # Deferred parts of the form mounted so far
+        self.parts_pending: int | None = None  # Deferred parts still to mount (None: not asked)
         self.model_suggester = SpecSuggester(["default"])
         self.dataset_suggester = SpecSuggester(["demo"], files=True)
 
@@ -216,23 +225,17 @@ class NewRunScreen(BertuiScreen):
                     "", id="name", compact=True, placeholder="automatic"))
                 yield from self._field("probe", "baselines", Checkbox(
                     "linear probe", True, id="probe", classes="toggle"))
-        # The speed-ups, each overridable (as the CLI's flags are).
+        # The speed-ups, each overridable (as the CLI's flags are), default as RunOptions'.
+        from bertui.core.launch import RunOptions
+
+        defaults = RunOptions()
         with Horizontal(id="speed-columns"):
-            with Vertical(classes="train-column"):
-                yield from self._field("group_by_length", "batches", Checkbox(
-                    "grouped by length", True, id="group_by_length", classes="toggle",
-                    tooltip="Batch texts of similar length together: less padding"))
-                yield from self._field("compact_vocab", "embeddings", Checkbox(
-                    "only rows in use", True, id="compact_vocab", classes="toggle",
-                    tooltip="Train only the word-embedding rows the data uses: the same model, "
-                    "faster steps"))
-            with Vertical(classes="train-column"):
-                yield from self._field("torch_compile", "compile", Checkbox(
-                    "torch.compile", False, id="torch_compile", classes="toggle",
-                    tooltip="Compile the model first (pays off on long GPU runs)"))
-                yield from self._field("auto_batch_size", "memory", Checkbox(
-                    "auto batch size", False, id="auto_batch_size", classes="toggle",
-                    tooltip="Halve the batch and retry when the GPU runs out of memory"))
+            for column in (SPEED_UPS[:2], SPEED_UPS[2:]):
+                with Vertical(classes="train-column"):
+                    for name, label, text, tooltip in column:
+                        yield from self._field(name, label, Checkbox(
+                            text, getattr(defaults, name), id=name, classes="toggle",
+                            tooltip=tooltip))
 
     def _field(self, name: str, label: str, widget: Any, hint: str = "") -> ComposeResult:
         with Horizontal(classes="field", id=f"{name}-field"):
@@ -249,15 +252,18 @@ class NewRunScreen(BertuiScreen):
     def _mount_deferred(self) -> None:
         if not self.is_attached:  # the user left before the first frame was shown
             return
-        self.query_one("#data-section").mount(
-            Deferred(self._dataset_details, id="data-details"))
-        self.query_one("#form").mount(
-            Deferred(self._training, id="train-section", classes="section"),
-            Deferred(self._start_area, id="start-area"))
+        # The form's parts after the first frame: the dataset's details, training, Start.
+        details = Deferred(self._dataset_details, id="data-details")
+        rest = (Deferred(self._training, id="train-section", classes="section"),
+                Deferred(self._start_area, id="start-area"))
+        self.parts_pending = 1 + len(rest)
+        self.query_one("#data-section").mount(details)
+        self.query_one("#form").mount(*rest)
 
     @on(Deferred.Ready)
     def _part_ready(self) -> None:
-        self.parts_ready += 1
+        if self.parts_pending:
+            self.parts_pending -= 1
         if self.ready:
             # The whole form exists: the checks start (after the first frame; they import
             # heavy libraries in their threads).
@@ -272,7 +278,8 @@ class NewRunScreen(BertuiScreen):
 
     @property
     def ready(self) -> bool:
-        return self.parts_ready >= DEFERRED_PARTS
+        """The whole form exists."""
+        return self.parts_pending == 0
 
     # --- model --------------------------------------------------------------------------------
 
@@ -524,10 +531,7 @@ class NewRunScreen(BertuiScreen):
             seed=_number(text("seed"), "seed", int),
             precision=self._select("precision") or "auto",
             probe=self.query_one("#probe").value,
-            group_by_length=self.query_one("#group_by_length").value,
-            compact_vocab=self.query_one("#compact_vocab").value,
-            torch_compile=self.query_one("#torch_compile").value,
-            auto_batch_size=self.query_one("#auto_batch_size").value,
+            **{name: self.query_one(f"#{name}").value for name, *_ in SPEED_UPS},
             name=text("name") or None,
         )
 
@@ -643,9 +647,12 @@ class NewRunScreen(BertuiScreen):
         for name, value in defaults.items():
             self.query_one(f"#{name}", Input).value = value
         self.query_one("#precision").value = "auto"
-        for name, value in (("probe", True), ("group_by_length", True), ("compact_vocab", True),
-                            ("torch_compile", False), ("auto_batch_size", False)):
-            self.query_one(f"#{name}").value = value
+        self.query_one("#probe").value = True
+        from bertui.core.launch import RunOptions
+
+        options = RunOptions()
+        for name, *_ in SPEED_UPS:
+            self.query_one(f"#{name}").value = getattr(options, name)
 
     def palette_commands(self) -> list[PaletteCommand]:
         return [("Start the run", "Start training with this form", self.action_start),
