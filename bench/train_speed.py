@@ -6,7 +6,9 @@ Runs, alternately for several rounds, on the same model, data, epochs, learning 
   telemetry on), training samples/s read from the run's metrics.json;
 * ``tuned``   — ``reference_trainer.py --recipe tuned`` (a careful hand-written Trainer);
 * ``seed``    — ``reference_trainer.py --recipe seed`` (the seed article's recipe);
-* ``bertui-quiet`` (with ``--overhead``) — bertui with events and telemetry off.
+* ``bertui-quiet`` (with ``--overhead``) — bertui with events and telemetry off;
+* ``bertui-fast-dropout`` (on request) — bertui with ``--fast-dropout`` (another random stream
+  than the references' dropout, so another accuracy).
 
 and prints, for each: training samples/s (median, min, max), accuracy, and the ratios
 bertui/tuned and bertui/seed (and the monitoring overhead). Every process is a child of this
@@ -70,7 +72,15 @@ def run_reference(recipe: str, a: argparse.Namespace, model_dir: str) -> dict:
     }
 
 
-def run_bertui(a: argparse.Namespace, quiet: bool = False) -> dict:
+# bertui variants: recipe name → extra ``bertui train`` flags
+BERTUI_VARIANTS = {
+    "bertui": [],
+    "bertui-quiet": ["--no-events", "--no-telemetry"],
+    "bertui-fast-dropout": ["--fast-dropout"],
+}
+
+
+def run_bertui(a: argparse.Namespace, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="bertui-bench-") as home:
         cmd = [
             sys.executable,
@@ -101,8 +111,7 @@ def run_bertui(a: argparse.Namespace, quiet: bool = False) -> dict:
         ]
         if a.n_train:
             cmd += ["--max-train-samples", str(a.n_train)]
-        if quiet:
-            cmd += ["--no-events", "--no-telemetry"]
+        cmd += extra
         out = subprocess.run(
             cmd, capture_output=True, text=True, env={**_env(), "BERTUI_HOME": home}, check=False
         )
@@ -149,7 +158,7 @@ def main() -> int:
     p.add_argument(
         "--recipes",
         default="bertui,tuned,seed",
-        help="comma list of bertui, tuned, seed, bertui-quiet",
+        help="comma list of bertui, tuned, seed, bertui-quiet, bertui-fast-dropout",
     )
     p.add_argument("--overhead", action="store_true", help="also run bertui-quiet (events off)")
     p.add_argument("--json", action="store_true")
@@ -160,6 +169,9 @@ def main() -> int:
 
     model_dir = str(resolve_model(a.model).path)
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in BERTUI_VARIANTS and r not in ("tuned", "seed")]
+    if unknown:
+        p.error(f"unknown recipe {unknown[0]!r}")
     if a.overhead and "bertui-quiet" not in recipes:
         recipes.append("bertui-quiet")
     results: dict[str, list[dict]] = {r: [] for r in recipes}
@@ -167,10 +179,8 @@ def main() -> int:
     for round_ in range(a.rounds):
         order = recipes if round_ % 2 == 0 else list(reversed(recipes))
         for recipe in order:
-            if recipe == "bertui":
-                row = run_bertui(a)
-            elif recipe == "bertui-quiet":
-                row = run_bertui(a, quiet=True)
+            if recipe in BERTUI_VARIANTS:
+                row = run_bertui(a, BERTUI_VARIANTS[recipe])
             else:
                 row = run_reference(recipe, a, model_dir)
             results[recipe].append(row)
@@ -183,7 +193,7 @@ def main() -> int:
     summary = {name: summarise(rows) for name, rows in results.items()}
     ratios = {}
     if "bertui" in summary:
-        for other in ("tuned", "seed", "bertui-quiet"):
+        for other in ("tuned", "seed", "bertui-quiet", "bertui-fast-dropout"):
             if other in summary:
                 ratios[f"bertui/{other}"] = round(
                     summary["bertui"]["median"] / summary[other]["median"], 3

@@ -108,6 +108,12 @@ def build_parser() -> Parser:
         action="store_false",
         help="train every word-embedding row, not only those the data uses",
     )
+    t.add_argument(
+        "--fast-dropout",
+        action="store_true",
+        help="on CPU, draw dropout masks from 64-bit random words: a faster step, another "
+        "random stream than torch's dropout (see README)",
+    )
     t.add_argument("--torch-compile", action="store_true")
     t.add_argument(
         "--no-events",

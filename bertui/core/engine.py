@@ -134,6 +134,13 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     compacted, pad_id, train, evaluation = compact_vocabulary(
         run, rec, hyper, model, tokenizer, train, evaluation, pad_id, resume=ctl.resume
     )
+    fast = None
+    if hyper.fast_dropout and device.kind == "cpu":
+        from bertui.core.dropout import FastDropout
+
+        fast = FastDropout.install(model)
+        if fast.active:
+            rec.log(f"fast dropout: {fast.describe()}")
     if hyper.learning_rate is None:
         hyper.learning_rate = models.default_learning_rate(
             getattr(model.config, "hidden_size", None)
@@ -320,6 +327,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     }
     if compacted is not None:
         compacted.expand(weight_decay_factor(trainer, compacted.compact.weight))
+    if fast is not None:
+        fast.undo()
     model.config.id2label = dict(id2label)
     model.config.label2id = {v: k for k, v in id2label.items()}
     model.save_pretrained(str(run.model_dir), safe_serialization=True)

@@ -47,6 +47,7 @@ class RunOptions:
     checkpoint_minutes: float = 2.0
     group_by_length: bool = True
     compact_vocab: bool = True
+    fast_dropout: bool = False
     torch_compile: bool = False
     monitor_events: bool = True
     monitor_telemetry: bool = True
@@ -143,6 +144,7 @@ def build_config(o: RunOptions) -> dict[str, Any]:
             "checkpoint_minutes": o.checkpoint_minutes,
             "group_by_length": o.group_by_length,
             "compact_vocab": o.compact_vocab,
+            "fast_dropout": o.fast_dropout,
             "torch_compile": o.torch_compile,
         },
         "monitor": {"events": o.monitor_events, "telemetry": o.monitor_telemetry},

@@ -51,6 +51,7 @@ class Hyper:
     checkpoint_minutes: float = 2.0
     group_by_length: bool = True
     compact_vocab: bool = True
+    fast_dropout: bool = False
     torch_compile: bool = False
     eval_batch_size: int | None = None
     logging_points: int = 200

@@ -15,7 +15,9 @@ from bertui.tui.screens.new_run import NewRunScreen
 
 from .conftest import build_app, plain, settle
 
-SPEED_UPS = ("group_by_length", "compact_vocab", "torch_compile", "auto_batch_size")
+SPEED_UPS = (
+    "group_by_length", "compact_vocab", "fast_dropout", "torch_compile", "auto_batch_size"
+)
 
 
 def error_of(screen, field):
@@ -126,9 +128,10 @@ async def test_start_opens_the_monitor(bertui_home, config_path, no_cached_model
         await set_value(pilot, screen, "max_train_samples", "64")
         await set_value(pilot, screen, "learning_rate", "5e-5")
         await set_value(pilot, screen, "name", "from-the-form")
-        # the speed-ups are on by default (torch.compile and auto batch size off); flip them
+        # the exact speed-ups are on by default (fast dropout, torch.compile and auto batch size
+        # off); flip them
         defaults = {name: screen.query_one(f"#{name}", Checkbox).value for name in SPEED_UPS}
-        assert defaults == {"group_by_length": True, "compact_vocab": True,
+        assert defaults == {"group_by_length": True, "compact_vocab": True, "fast_dropout": False,
                             "torch_compile": False, "auto_batch_size": False}
         for name in SPEED_UPS:
             screen.query_one(f"#{name}", Checkbox).toggle()
