@@ -44,6 +44,27 @@ def run_bertui(
     return proc
 
 
+def train_tiny(tiny_model: Path, home: Path, *extra: str) -> tuple[dict, Path]:
+    """``bertui train`` of the tiny model on the demo data for one epoch (the real worker):
+    the metrics it prints and the run directory."""
+    proc = run_bertui(
+        "train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "1",
+        "--json", "--quiet", *extra, home=home, check=True,
+    )
+    return json.loads(proc.stdout), sorted((home / "runs").iterdir())[-1]
+
+
+def tiny_classifier(tiny_model: Path, **kwargs):
+    """The tiny model loaded for classification (seeded head), in eval mode."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification.from_pretrained(
+        str(tiny_model), num_labels=2, **kwargs
+    ).eval()
+
+
 @pytest.fixture(autouse=True)
 def bertui_home(tmp_path, monkeypatch) -> Path:
     """Each test gets its own BERTUI_HOME."""

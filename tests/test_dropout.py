@@ -8,14 +8,7 @@ import pytest
 import torch
 
 from bertui.core.dropout import ATTENTION, FastDropout, attention, fast_dropout
-from conftest import run_bertui
-
-
-def tiny_classifier(tiny_model, **kw):
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    return BertForSequenceClassification.from_pretrained(str(tiny_model), num_labels=2, **kw)
+from conftest import tiny_classifier, train_tiny
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -130,21 +123,12 @@ def test_eager_attention_models_keep_their_attention(tiny_model):
     assert model.config._attn_implementation == "eager"
 
 
-def train(tiny_model, home, *extra):
-    proc = run_bertui(
-        "train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "1",
-        "--no-probe", "--json", "--quiet", *extra, home=home, check=True,
-    )
-    run_dir = sorted((home / "runs").iterdir())[-1]
-    return json.loads(proc.stdout), run_dir
-
-
 def test_the_worker_trains_with_fast_dropout_and_without(tiny_model, tmp_path):
     """The real worker and Trainer: ``--fast-dropout`` turns fast dropout on (said in the
     log, kept in config.toml; off by default); the runs differ (the masks come from another
     random stream), as they should, and the saved model loads as a plain SDPA model."""
-    fast, fast_dir = train(tiny_model, tmp_path / "a", "--fast-dropout")
-    stock, stock_dir = train(tiny_model, tmp_path / "b")
+    fast, fast_dir = train_tiny(tiny_model, tmp_path / "a", "--no-probe", "--fast-dropout")
+    stock, stock_dir = train_tiny(tiny_model, tmp_path / "b", "--no-probe")
     assert "fast dropout: " in (fast_dir / "events.jsonl").read_text()
     assert "fast dropout:" not in (stock_dir / "events.jsonl").read_text()
     assert "fast_dropout = true" in (fast_dir / "config.toml").read_text()

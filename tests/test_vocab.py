@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +10,7 @@ from safetensors.torch import load_file
 from bertui.core.errors import BadInput
 from bertui.core.runs import Run
 from bertui.core.vocab import VOCAB_FILE, CompactedModel, CompactVocab, can_compact
-from conftest import run_bertui
-
-
-def tiny_classifier(tiny_model):
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    return BertForSequenceClassification.from_pretrained(str(tiny_model), num_labels=2).eval()
+from conftest import tiny_classifier, train_tiny
 
 
 def test_vocab_keeps_specials_and_remaps_in_order():
@@ -65,20 +56,12 @@ def test_embeddings_mostly_used_are_not_compacted(tiny_model):
     assert not can_compact(model, 20000)  # more than half the rows: no gain
 
 
-def train(tiny_model, home, *extra):
-    proc = run_bertui(
-        "train", "--model", str(tiny_model), "--dataset", "demo", "--epochs", "1",
-        "--json", "--quiet", *extra, home=home, check=True,
-    )
-    return json.loads(proc.stdout), sorted((home / "runs").iterdir())[-1]
-
-
 def test_compact_training_gives_the_model_dense_training_gives(tiny_model, tmp_path):
     """The real worker and Trainer, dropout on, same seed: with and without the compact
     vocabulary the runs reach the same eval loss and the same weights (up to the float
     rounding of the weight decay applied in one go to the rows the data never uses)."""
-    compact, compact_dir = train(tiny_model, tmp_path / "a")
-    dense, dense_dir = train(tiny_model, tmp_path / "b", "--no-compact-vocab")
+    compact, compact_dir = train_tiny(tiny_model, tmp_path / "a")
+    dense, dense_dir = train_tiny(tiny_model, tmp_path / "b", "--no-compact-vocab")
     assert (compact_dir / VOCAB_FILE).is_file() and not (dense_dir / VOCAB_FILE).exists()
     used = np.load(compact_dir / VOCAB_FILE)
     assert 100 < len(used) < 5000  # the demo's word pieces, not the 30522 of the vocabulary

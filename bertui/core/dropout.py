@@ -71,14 +71,15 @@ def attention(
     dropped with :func:`fast_dropout` (SDPA would draw them with ``bernoulli_``)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dropout <= 0.0 or query.device.type != "cpu" or kwargs.get("position_bias") is not None:
+    if (
+        dropout <= 0.0
+        or query.device.type != "cpu"
+        or kwargs.get("position_bias") is not None
+        or getattr(module, "num_key_value_groups", 1) > 1  # no grouped heads in BERT encoders
+    ):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
