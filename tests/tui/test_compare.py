@@ -114,6 +114,33 @@ async def test_an_error_row_goes_to_the_classifier(recorded_home, config_path):
         assert pane.last is not None and pane.last[0] == metrics["errors"][1]["text"]
 
 
+async def test_an_error_row_is_answered_while_the_models_load(recorded_home, config_path):
+    """Real models take seconds to load: the tab's own preload must not cancel the row's
+    sentence (it did, and the pane said "Ready" without an answer)."""
+    import time
+
+    class Slow(FakePredictor):
+        def load(self):
+            time.sleep(1.0)
+            return super().load()
+
+    metrics = recorded_metrics(recorded_home)
+    FakePredictor.loads = 0
+    app = build_app(recorded_home, config_path, show_run=FINISHED, predictor_factory=Slow)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        table = app.screen.query_one("#errors-table")
+        await wait_until(pilot, lambda: table.display and table.row_count > 2)
+        table.focus()
+        await wait_until(pilot, lambda: table.has_focus)
+        await pilot.press("down", "down", "enter")
+        pane = app.screen.query_one(ClassifierPane)
+        await wait_until(pilot, lambda: pane.last is not None)
+        assert pane.last[0] == metrics["errors"][2]["text"]
+        assert pane.state == "ready"
+        assert FakePredictor.loads == 1
+
+
 def test_bar_and_disagreement():
     assert bar(1.0, 4) == "████"
     assert bar(0.0, 4) == "    "

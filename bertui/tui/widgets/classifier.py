@@ -78,6 +78,7 @@ class ClassifierPane(Vertical):
         self.titles = {**MODEL_TITLES, **(titles or {})}
         self._predictor: Any = None
         self._lock = threading.Lock()
+        self._asked = False  # a worker was started and has not answered or failed yet
         self.last: tuple[str, dict[str, dict[str, Any]]] | None = None
         self.state = "idle"  # idle | loading | ready | error
 
@@ -92,9 +93,11 @@ class ClassifierPane(Vertical):
     # --- the worker ---------------------------------------------------------------------------
 
     def preload(self) -> None:
-        """Load the models now (in the background), before the first sentence."""
-        if self._predictor is None and self.state != "loading":
-            self._classify(None)
+        """Load the models now (in the background), before the first sentence. Never replaces
+        a worker already started: the classify group is exclusive, and a preload that came in
+        after a sentence (the tab's own activation does) would cancel that sentence."""
+        if self._predictor is None and not self._asked:
+            self._start(None)
 
     @on(Input.Submitted, "#classify-input")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -110,6 +113,10 @@ class ClassifierPane(Vertical):
         if not text:
             self._status("Type a sentence first.")
             return
+        self._start(text)
+
+    def _start(self, text: str | None) -> None:
+        self._asked = True
         self._classify(text)
 
     @work(thread=True, exclusive=True, group="classify", exit_on_error=False)
@@ -144,6 +151,7 @@ class ClassifierPane(Vertical):
         self.query_one("#classify-status").add_class("-loading")
 
     def on_classifier_pane_answered(self, message: Answered) -> None:
+        self._asked = False
         self.state = "ready"
         self.query_one("#classify-status").remove_class("-loading")
         if not message.text:
@@ -158,6 +166,7 @@ class ClassifierPane(Vertical):
         self._paint()
 
     def on_classifier_pane_failed(self, message: Failed) -> None:
+        self._asked = False
         self.state = "error"
         self.query_one("#classify-status").remove_class("-loading")
         self._status(f"✗ {message.error}")
