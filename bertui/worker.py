@@ -32,6 +32,7 @@ from bertui.core.runs import (
     Run,
     append_event,
     atomic_write_json,
+    lock_run,
     make_event,
     read_json,
 )
@@ -261,7 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     if read_json(run_dir / "status.json", {}).get("state") == "finished":
         print(f"bertui.worker: run {run_dir.name} already finished", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return Worker(run_dir, resume=resume).main()
+    # One worker a run: rank 0 holds the run's lock until it exits (the kernel drops it then).
+    # The wait covers a client that holds it for a moment while it marks the run queued.
+    lock = lock_run(run_dir, wait=5.0) if int(os.environ.get("RANK", "0")) == 0 else -1
+    if lock is None:
+        print(f"bertui.worker: run {run_dir.name} already has a worker; this one exits",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return Worker(run_dir, resume=resume).main()
+    finally:
+        if lock >= 0:  # every write is done: a resume need not wait for the interpreter's exit
+            os.close(lock)
 
 
 if __name__ == "__main__":

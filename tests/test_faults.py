@@ -232,6 +232,36 @@ def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
     assert_complete(path, probe=False)
 
 
+def test_a_hung_worker_keeps_its_run(tiny_model, bertui_home):
+    """A worker that stops answering (SIGSTOP here; a hung filesystem or a suspended VM in
+    life) shows as lost once its heartbeat is minutes old, but it still holds the run's lock:
+    resume is refused in one line, nothing is written, and the worker, woken, finishes alone."""
+    path = start_detached(
+        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe"
+    )
+    pid, _ = worker_pid(path)
+    wait_step(path, 3)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        status = json.loads((path / "status.json").read_text())
+        status["heartbeat"] -= 10 * runs_mod.STALE_AFTER_SECONDS
+        atomic_write_json(path / "status.json", status)
+        assert runs_json(bertui_home)[path.name]["status"] == "lost"
+        before = (path / "status.json").read_bytes()
+        proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
+        line = _assert_one_line_exit_2(proc, "still has a live worker")
+        assert f"pid {pid}" in line
+        assert (path / "status.json").read_bytes() == before
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: Run.load(path).state != "lost", 30, "the woken worker's heartbeat")
+    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
+    events = read_events(path / "events.jsonl")
+    assert not [e for e in events if e["type"] == "resume"]
+    assert len([e for e in events if e["type"] == "run_start"]) == 1
+    assert_complete(path, probe=False)
+
+
 # --- (c) the client dies -----------------------------------------------------------------------
 
 

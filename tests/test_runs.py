@@ -181,3 +181,129 @@ def test_summary_reads_metrics(bertui_home):
     assert row["accuracy_before"] == 0.5 and row["accuracy_after"] == 0.9
     assert row["duration_s"] == 60.0 and row["samples_per_s"] == 80.0
     assert row["model"] == "default" and row["dataset"] == "demo"
+
+
+# --- the worker lock: one worker a run --------------------------------------------------------
+
+HOLD = """
+import os, sys, time
+from bertui.core.runs import lock_run
+fd = lock_run(sys.argv[1])
+print("held" if fd is not None else "busy", flush=True)
+if len(sys.argv) > 2 and os.fork() == 0:  # a child like a DataLoader worker, which outlives us
+    time.sleep(60)
+    os._exit(0)
+sys.stdin.readline() if len(sys.argv) > 2 else time.sleep(600)
+"""
+
+
+def hold_lock(path: Path, *extra: str) -> subprocess.Popen:
+    """Another process that takes the run's worker lock (as a worker does) and keeps it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), *extra],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_the_worker_lock_is_held_by_one_process_until_it_dies(bertui_home):
+    run = create_run({"name": "locked"})
+    holder = hold_lock(run.path)
+    try:
+        assert runs.lock_run(run.path) is None
+        start = time.monotonic()
+        assert runs.lock_run(run.path, wait=0.3) is None
+        assert time.monotonic() - start >= 0.3
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+    fd = runs.lock_run(run.path)
+    assert fd is not None
+    os.close(fd)
+    # A forked child (a DataLoader worker) does not inherit it: once the worker is gone, its
+    # run is free even while such a child lingers.
+    holder = hold_lock(run.path, "fork")
+    assert runs.lock_run(run.path) is None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait()
+    fd = runs.lock_run(run.path)
+    assert fd is not None
+    os.close(fd)
+
+
+def hung_worker_status(run: Run, pid: int) -> None:
+    """status.json as a worker leaves it when it hangs: running, its heartbeat minutes old."""
+    old = time.time() - 10 * runs.STALE_AFTER_SECONDS
+    atomic_write_json(run.status_path, {"state": "running", "pid": pid, "heartbeat": old})
+    assert run.refresh().state == "lost"  # what clients show, and offer to resume
+
+
+def test_a_run_whose_worker_lives_on_is_neither_resumed_nor_deleted(bertui_home, monkeypatch):
+    from bertui.core.launch import resume_run
+
+    spawned = []
+    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    for module in ("runs", "launch"):  # how long a client waits for a worker that is ending
+        monkeypatch.setattr(f"bertui.core.{module}.WORKER_EXIT_SECONDS", 0.5)
+    run = create_run({"name": "hung"})
+    holder = hold_lock(run.path)
+    try:
+        hung_worker_status(run, holder.pid)
+        before = run.status_path.read_bytes()
+        with pytest.raises(RunError, match=f"still has a live worker \\(pid {holder.pid}\\)"):
+            resume_run(run)
+        with pytest.raises(RunError, match="still has a live worker"):
+            runs.delete_run(run)
+        assert run.status_path.read_bytes() == before and not spawned
+    finally:
+        holder.kill()
+        holder.wait()
+    resume_run(run)  # its worker gone, the run resumes
+    assert spawned == [run.path] and run.refresh().status["state"] == "queued"
+
+
+def test_two_resumes_at_once_start_one_worker(bertui_home, monkeypatch):
+    """A double key press in the TUI (two threads) or two clients: one resumes, one is told."""
+    import threading
+
+    from bertui.core.launch import resume_run
+
+    spawned = []
+    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    run = create_run({"name": "twice"})
+    atomic_write_json(run.status_path, {"state": "cancelled"})
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def resume() -> None:
+        barrier.wait()
+        try:
+            resume_run(Run.load(run.path))
+            outcomes.append("resumed")
+        except RunError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("resumed") == 1 and len(spawned) == 1, outcomes
+    refused = next(o for o in outcomes if o != "resumed")
+    assert "is queued; only cancelled, lost or failed runs resume" in refused
+
+
+def test_a_second_worker_for_a_run_exits_without_writing(bertui_home):
+    run = create_run({"name": "taken"})
+    holder = hold_lock(run.path)
+    try:
+        before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+        proc = subprocess.run([sys.executable, "-m", "bertui.worker", str(run.path)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "already has a worker" in proc.stderr and "Traceback" not in proc.stderr
+        after = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+        assert after == before
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,13 +8,22 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
-from bertui.core.runs import RESUMABLE_STATES, Run, RunError, atomic_write_json, create_run
+from bertui.core.runs import (
+    RESUMABLE_STATES,
+    WORKER_EXIT_SECONDS,
+    Run,
+    RunError,
+    atomic_write_json,
+    create_run,
+    lock_run,
+)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -185,24 +194,46 @@ def resume_run(run: Run) -> Run:
     """Continue a cancelled, lost or failed run from its last checkpoint, in the same folder."""
     from bertui.worker import spawn
 
+    _check_resumable(run)
+    # Claim the run: under its worker lock (no live worker, however stale its heartbeat looks)
+    # and this process's own lock (a double key press), check again and mark it queued, so
+    # that a second client reads "queued" and is refused. The worker owns status.json from
+    # its first heartbeat on.
+    with _RESUMING:
+        try:
+            fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
+        except OSError as exc:
+            raise RunError(f"cannot resume run {run.id}: {exc.strerror or exc}") from None
+        if fd is None:
+            pid = run.status.get("pid")
+            raise RunError(f"run {run.id} still has a live worker"
+                           f"{f' (pid {pid})' if pid else ''}; stop it before resuming")
+        try:
+            _check_resumable(run)
+            status = {
+                **run.status,
+                "state": "queued",
+                "error": None,
+                "ended": None,
+                "pid": None,
+                "heartbeat": time.time(),
+            }
+            atomic_write_json(run.status_path, status)
+        finally:
+            os.close(fd)
+    spawn(run.path, resume=True)
+    return run.refresh()
+
+
+_RESUMING = threading.Lock()  # lock_run's lock is per process; this one is per thread
+
+
+def _check_resumable(run: Run) -> None:
     state = run.refresh().state
     if state == "finished":
         raise RunError(f"run {run.id} already finished; nothing to resume")
     if state not in RESUMABLE_STATES:
         raise RunError(f"run {run.id} is {state}; only cancelled, lost or failed runs resume")
-    # Queued again before the worker starts, so that a client polling right away does not
-    # read the old ending. The worker owns status.json from its first heartbeat on.
-    status = {
-        **run.status,
-        "state": "queued",
-        "error": None,
-        "ended": None,
-        "pid": None,
-        "heartbeat": time.time(),
-    }
-    atomic_write_json(run.status_path, status)
-    spawn(run.path, resume=True)
-    return run.refresh()
 
 
 def cancel_run(run: Run, wait: float = 0.0) -> bool:

@@ -9,6 +9,7 @@ A run lives in ``<home>/runs/<run-id>/``::
     model/         the fine-tuned model + tokenizer (save_pretrained, safetensors)
     checkpoints/   Trainer checkpoints, for resume
     worker.log     the worker's stdout/stderr
+    worker.lock    empty; its lock is held by the run's one worker (see ``lock_run``)
 
 This module is light on purpose (no torch, no transformers): the TUI imports it at start-up.
 """
@@ -104,6 +105,42 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: bad JSON or bytes
         return default
+
+
+# --- the worker lock --------------------------------------------------------------------------
+
+WORKER_LOCK = "worker.lock"
+# A worker lets go of its lock a moment after it records its end (cancelled, failed): a client
+# that read that end waits this long for it before it calls the worker alive.
+WORKER_EXIT_SECONDS = 10.0
+
+
+def lock_run(path: Path, wait: float = 0.0) -> int | None:
+    """Take the run's worker lock, waiting up to ``wait`` seconds; return its descriptor (the
+    lock lasts while it is open) or None when another process holds it.
+
+    It is a POSIX record lock (``lockf``) on ``RUN_DIR/worker.lock``: the kernel drops it when
+    its process exits, however it exits (SIGKILL included), and the DataLoader processes a
+    worker forks do not inherit it. So a client can tell a live worker from a dead one without
+    trusting pids or heartbeats, and two workers never write one run. Within one process the
+    lock is not exclusive (POSIX locks are per process): callers serialise their threads.
+    """
+    import fcntl
+
+    fd = os.open(Path(path) / WORKER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process has it
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        time.sleep(0.1)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -443,6 +480,11 @@ def delete_run(run: Run) -> None:
 
     if run.refresh().is_active:
         raise RunError(f"run {run.id} is still {run.state}; cancel it first")
+    if (run.path / WORKER_LOCK).exists():
+        fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
+        if fd is None:  # shown as lost (a stale heartbeat) while its worker lives on
+            raise RunError(f"run {run.id} still has a live worker; stop it first")
+        os.close(fd)
     shutil.rmtree(run.path)
 
 
