@@ -213,8 +213,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def open_app(run_ref: str | None) -> int:
+    from bertui.core.runs import list_runs
     from bertui.tui.app import make_app
 
+    list_runs()  # a runs folder that cannot be read: one line here, not a failing app
     app = make_app(show_run=run_ref)
     app.run()
     return int(getattr(app, "return_code", 0) or 0)
@@ -456,7 +458,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from bertui.core.runs import find_run
 
     run = find_run(args.run)  # a bad id is a one-line error before any screen opens
-    return open_app(run.id)
+    return open_app(str(run.path))  # the path: the run may live outside the bertui home
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

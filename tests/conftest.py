@@ -142,3 +142,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared datasets are not here ({SHARED_DATA})")
     return SHARED_DATA
+
+
+# --- the worker lock ---------------------------------------------------------------------------
+
+HOLD = """
+import os, sys, time
+from bertui.core.runs import lock_run
+fd = lock_run(sys.argv[1])
+print("held" if fd is not None else "busy", flush=True)
+if len(sys.argv) > 2 and os.fork() == 0:  # a child like a DataLoader worker, which outlives us
+    time.sleep(5)
+    os._exit(0)
+sys.stdin.readline() if len(sys.argv) > 2 else time.sleep(600)
+"""
+
+
+def hold_lock(path: Path, *extra: str) -> subprocess.Popen:
+    """Another process that takes the run's worker lock (as a worker does) and keeps it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), *extra],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

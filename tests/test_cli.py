@@ -171,3 +171,14 @@ def _wait_for(predicate, timeout: float = 180.0) -> None:
             return
         time.sleep(0.3)
     raise AssertionError("timed out waiting")
+
+
+def test_the_app_with_a_runs_folder_under_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    proc = run_bertui(home=blocker / "bertui", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in proc.stderr
+    assert "cannot read the runs folder" in line and "Not a directory" in line
+

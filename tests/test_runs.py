@@ -24,6 +24,7 @@ from bertui.core.runs import (
     list_runs,
     make_event,
 )
+from conftest import hold_lock
 
 
 def test_atomic_write_keeps_old_content_when_the_write_fails(tmp_path, monkeypatch):
@@ -185,26 +186,6 @@ def test_summary_reads_metrics(bertui_home):
 
 # --- the worker lock: one worker a run --------------------------------------------------------
 
-HOLD = """
-import os, sys, time
-from bertui.core.runs import lock_run
-fd = lock_run(sys.argv[1])
-print("held" if fd is not None else "busy", flush=True)
-if len(sys.argv) > 2 and os.fork() == 0:  # a child like a DataLoader worker, which outlives us
-    time.sleep(60)
-    os._exit(0)
-sys.stdin.readline() if len(sys.argv) > 2 else time.sleep(600)
-"""
-
-
-def hold_lock(path: Path, *extra: str) -> subprocess.Popen:
-    """Another process that takes the run's worker lock (as a worker does) and keeps it."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), *extra],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_the_worker_lock_is_held_by_one_process_until_it_dies(bertui_home):
     run = create_run({"name": "locked"})
     holder = hold_lock(run.path)
@@ -307,3 +288,22 @@ def test_a_second_worker_for_a_run_exits_without_writing(bertui_home):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_list_runs_leaves_out_what_it_cannot_read(bertui_home, tmp_path, monkeypatch):
+    mine = create_run({"name": "mine"})
+    theirs = create_run({"name": "theirs"})  # as if another user's (0700: EACCES for us)
+    real_exists = Path.exists
+
+    def exists(path, *args, **kwargs):
+        if path == theirs.path / "config.toml":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_exists(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    assert [r.id for r in list_runs()] == [mine.id]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="cannot read the runs folder .*: Not a directory"):
+        list_runs(blocker / "home")
+

@@ -229,6 +229,8 @@ _RESUMING = threading.Lock()  # lock_run's lock is per process; this one is per 
 
 
 def _check_resumable(run: Run) -> None:
+    if not run.config_path.exists():
+        raise RunError(f"run {run.id} no longer exists")
     state = run.refresh().state
     if state == "finished":
         raise RunError(f"run {run.id} already finished; nothing to resume")

@@ -447,20 +447,34 @@ def _toml_clean(obj: Any) -> Any:
 
 
 def list_runs(home: Path | None = None) -> list[Run]:
-    """Every run under the home folder, newest first."""
+    """Every run under the home folder, newest first. A run folder this user cannot read
+    (another user's: they are 0700) or one that vanishes meanwhile is left out; a runs folder
+    that cannot be listed (under a file, no permission) is a ``RunError``."""
     root = runs_dir(home)
     try:
-        paths = [p for p in root.iterdir() if p.is_dir() and (p / "config.toml").exists()]
+        entries = list(root.iterdir())
     except FileNotFoundError:
         return []
-    return sorted((Run.load(p) for p in paths), key=lambda r: r.id, reverse=True)
+    except OSError as exc:
+        raise RunError(f"cannot read the runs folder {root}: {exc.strerror or exc}") from None
+    runs = []
+    for path in entries:
+        try:
+            if path.is_dir() and (path / "config.toml").exists():
+                runs.append(Run.load(path))
+        except OSError:  # Path.exists raises PermissionError on Python < 3.12
+            continue
+    return sorted(runs, key=lambda r: r.id, reverse=True)
 
 
 def find_run(ref: str, home: Path | None = None) -> Run:
     """A run by id, unique id prefix, name, or path to its directory."""
     candidate = Path(ref).expanduser()
-    if candidate.is_dir() and (candidate / "config.toml").exists():
-        return Run.load(candidate)
+    try:
+        if candidate.is_dir() and (candidate / "config.toml").exists():
+            return Run.load(candidate)
+    except OSError as exc:
+        raise RunError(f"cannot read {candidate}: {exc.strerror or exc}") from None
     runs = list_runs(home)
     exact = [r for r in runs if r.id == ref or r.name == ref]
     if len(exact) == 1:
@@ -480,12 +494,16 @@ def delete_run(run: Run) -> None:
 
     if run.refresh().is_active:
         raise RunError(f"run {run.id} is still {run.state}; cancel it first")
+    fd = None
     if (run.path / WORKER_LOCK).exists():
         fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
         if fd is None:  # shown as lost (a stale heartbeat) while its worker lives on
             raise RunError(f"run {run.id} still has a live worker; stop it first")
-        os.close(fd)
-    shutil.rmtree(run.path)
+    try:  # held until the folder is gone: no resume starts a worker in a half-deleted run
+        shutil.rmtree(run.path)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _hostname() -> str:

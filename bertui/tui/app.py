@@ -99,7 +99,12 @@ class BertuiApp(App):
                 return
             self.open_run(run.path)
             return
-        if any(run.is_active for run in list_runs(self.home)):
+        try:
+            active = any(run.is_active for run in list_runs(self.home))
+        except RunError as exc:
+            self.notify(str(exc), title="Runs", severity="error")
+            active = False
+        if active:
             self.action_show_runs()
         else:
             self.action_new_run()

@@ -77,6 +77,39 @@ async def test_show_unknown_run_says_so_and_opens_runs(recorded_home, config_pat
         assert any("no run 'no-such-run'" in str(n.message) for n in app._notifications)
 
 
+async def test_a_run_outside_the_home_opens_by_its_path(recorded_home, config_path, tmp_path,
+                                                        monkeypatch):
+    """`bertui show PATH` hands the app the run's path, not its id (which the app would look
+    up under its own home)."""
+    import shutil
+
+    from bertui import cli
+
+    elsewhere = tmp_path / "elsewhere" / FAILED
+    shutil.copytree(recorded_home / "runs" / FAILED, elsewhere)
+    opened = []
+    monkeypatch.setattr(cli, "open_app", lambda ref: opened.append(ref) or 0)
+    monkeypatch.setenv("BERTUI_HOME", str(tmp_path / "home"))
+    assert cli.main(["show", str(elsewhere)]) == 0
+    app = build_app(tmp_path / "home", config_path, show_run=opened[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, MonitorScreen)
+        assert app.screen.run.path == elsewhere
+
+
+async def test_a_runs_folder_that_cannot_be_read_is_one_notification(tmp_path, config_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    app = build_app(blocker / "bertui", config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert any("cannot read the runs folder" in str(n.message) for n in app._notifications)
+        await pilot.press("ctrl+r")  # the Runs screen says it too, and stays up
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+
+
 async def test_too_small_terminal_shows_one_line(recorded_home, config_path):
     app = build_app(recorded_home, config_path, show_run=CANCELLED)
     async with app.run_test(size=(70, 20)) as pilot:

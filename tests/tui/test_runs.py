@@ -10,7 +10,7 @@ from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.screens.runs import RunsScreen
 from bertui.tui.widgets.chart import Chart
 
-from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, build_app, plain
+from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, build_app, plain, wait_until
 
 
 async def open_runs(app, pilot):
@@ -73,11 +73,44 @@ async def test_delete_asks_first(recorded_home, config_path):
         await pilot.press("d")
         await pilot.pause()
         await pilot.press("y")
-        await pilot.pause()
-        assert not (recorded_home / "runs" / FAILED).exists()
         table = app.screen.query_one(DataTable)
-        assert FAILED not in [str(k.value) for k in table.rows]
+        await wait_until(pilot, lambda: FAILED not in [str(k.value) for k in table.rows])
+        assert not (recorded_home / "runs" / FAILED).exists()
         assert table.row_count == 3
+
+
+async def test_delete_waits_for_a_live_worker_off_the_ui_thread(recorded_home, config_path,
+                                                                monkeypatch):
+    """A run whose worker lives on (it holds the run's lock) is not deleted; the wait for it
+    happens in a thread, so the table still answers the keys meanwhile."""
+    from conftest import hold_lock
+
+    monkeypatch.setattr("bertui.core.runs.WORKER_EXIT_SECONDS", 3.0)
+    path = recorded_home / "runs" / FAILED
+    holder = hold_lock(path)
+    try:
+        app = build_app(recorded_home, config_path, show_run=FINISHED)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_runs(app, pilot)
+            await move_to(pilot, screen, FAILED)
+            table = screen.query_one(DataTable)
+            row = table.cursor_row
+            await pilot.press("d")
+            await pilot.pause()
+            await pilot.press("y")
+            await pilot.pause()
+            deleting = [w for w in app.workers if w.group == "delete"]
+            assert deleting and not deleting[0].is_finished
+            await pilot.press("up" if row else "down")
+            await pilot.pause()
+            assert table.cursor_row != row and not deleting[0].is_finished
+            await wait_until(pilot, lambda: any("still has a live worker" in str(n.message)
+                                                for n in app._notifications))
+            assert path.is_dir() and (path / "config.toml").is_file()
+            assert FAILED in [str(k.value) for k in table.rows]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 async def test_resume_only_where_it_makes_sense(recorded_home, config_path, monkeypatch):

@@ -53,6 +53,7 @@ class RunsScreen(BertuiScreen):
         super().__init__()
         self.runs: dict[str, Run] = {}
         self.marked: list[str] = []
+        self._list_error = ""  # the last "cannot read the runs folder" said, said once
 
     @property
     def bertui(self) -> BertuiApp:
@@ -81,7 +82,14 @@ class RunsScreen(BertuiScreen):
     def reload(self, force: bool = False) -> None:
         """Re-read the runs folder; keep the cursor on the same run."""
         table = self.query_one(RunsTable)
-        runs = list_runs(self.bertui.home)
+        try:
+            runs = list_runs(self.bertui.home)
+        except RunError as exc:  # the runs folder went away or lost its permissions
+            if str(exc) != self._list_error:
+                self.notify(str(exc), title="Runs", severity="error")
+            self._list_error = str(exc)
+            return
+        self._list_error = ""
         self.runs = {run.id: run for run in runs}
         self.marked = [m for m in self.marked if m in self.runs]
         current = self.highlighted
@@ -201,19 +209,28 @@ class RunsScreen(BertuiScreen):
             return
 
         def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            try:
-                delete_run(run)
-            except (RunError, OSError) as exc:
-                self.notify(str(exc), title="Cannot delete", severity="error")
-                return
-            self.notify(f"deleted {run.name}")
-            self.reload()
+            if yes:
+                self._delete(run)
 
         self.app.push_screen(
             ConfirmModal(f"Delete run {run.name} ({run.id}) and its model? "
                          "This cannot be undone.", "Delete"), answered)
+
+    @work(thread=True, group="delete", exit_on_error=False)
+    def _delete(self, run: Run) -> None:
+        """Off the UI thread: removing checkpoints takes a while, and a worker that has just
+        recorded its end is given a few seconds to let go of the run."""
+        try:
+            delete_run(run)
+        except (RunError, OSError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Cannot delete",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self._deleted, run)
+
+    def _deleted(self, run: Run) -> None:
+        self.notify(f"deleted {run.name}")
+        self.reload()
 
     # --- curve overlay ------------------------------------------------------------------------
 
