@@ -307,3 +307,24 @@ def test_list_runs_leaves_out_what_it_cannot_read(bertui_home, tmp_path, monkeyp
     with pytest.raises(RunError, match="cannot read the runs folder .*: Not a directory"):
         list_runs(blocker / "home")
 
+
+
+def test_cancel_never_signals_a_pid_of_another_host(bertui_home):
+    """A shared runs folder (an NFS home): the run's pid belongs to the other machine; here it
+    may be any process of ours (this test's own pid stands in for one)."""
+    import signal
+
+    from bertui.core.launch import cancel_run
+
+    run = create_run({"name": "elsewhere"})
+    atomic_write_json(run.status_path, {"state": "running", "pid": os.getpid(),
+                                        "host": "gpu-box-a", "heartbeat": time.time()})
+    assert run.refresh().state == "running"
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: got.append("SIGTERM"))
+    try:
+        with pytest.raises(RunError, match="runs on gpu-box-a; cancel it there"):
+            cancel_run(run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not got

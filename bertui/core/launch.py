@@ -244,6 +244,8 @@ def cancel_run(run: Run, wait: float = 0.0) -> bool:
     run.refresh()
     if not run.is_active:
         raise RunError(f"run {run.id} is not running (it is {run.state})")
+    if not run.on_this_host:  # a shared runs folder: that pid is some other process here
+        raise RunError(f"run {run.id} runs on {run.status.get('host')}; cancel it there")
     pid = run.status.get("pid")
     if pid:
         try:

@@ -320,9 +320,8 @@ class Run:
             return state
         now = time.time()
         beat = self.status.get("heartbeat") or self.status.get("created") or 0
-        same_host = self.status.get("host") in (None, _hostname())
         pid = self.status.get("pid")
-        if same_host and pid:
+        if self.on_this_host and pid:
             if not pid_alive(pid, self.status.get("pid_started")):
                 return "lost"
             if state == "running" and now - beat > STALE_AFTER_SECONDS * 4:
@@ -330,6 +329,11 @@ class Run:
             return state
         grace = QUEUED_GRACE_SECONDS if state == "queued" else STALE_AFTER_SECONDS
         return "lost" if now - beat > grace else state
+
+    @property
+    def on_this_host(self) -> bool:
+        """Whether the worker runs (or ran) on this machine: its pid means something here."""
+        return self.status.get("host") in (None, _hostname())
 
     @property
     def is_active(self) -> bool:
