@@ -124,6 +124,26 @@ async def test_too_small_terminal_shows_one_line(recorded_home, config_path):
         assert app.screen.query_one("#monitor-body").region.area > 0
 
 
+async def test_the_focus_comes_back_after_the_terminal_was_too_small(recorded_home,
+                                                                      config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        table = app.screen.query_one("RunsTable")
+        assert app.focused is table
+        await pilot.resize_terminal(60, 20)
+        await pilot.pause(0.2)
+        assert app.screen.too_small
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.2)
+        assert app.focused is table
+        row = table.cursor_row
+        await pilot.press("down")  # the keys reach it again
+        await pilot.pause()
+        assert table.cursor_row == row + 1
+
+
 async def test_80x24_is_enough(recorded_home, config_path):
     app = build_app(recorded_home, config_path, show_run=FINISHED)
     async with app.run_test(size=(80, 24)) as pilot:

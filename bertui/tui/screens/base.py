@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Header
 
 from bertui.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmall
@@ -27,11 +28,24 @@ class BertuiScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    _focus_before_small: Widget | None = None
+
     def on_resize(self, event: events.Resize) -> None:
         # A class that changes only when the answer changes: a class change restyles every
         # widget of the screen (Textual's breakpoints would add one at each start).
         small = event.size.width < MIN_WIDTH or event.size.height < MIN_HEIGHT
+        if small == self.too_small:
+            return
+        if small:  # hiding the body takes the focus away: give it back when the body returns
+            self._focus_before_small = self.focused
         self.set_class(small, "-too-small")
+        if not small and (widget := self._focus_before_small) is not None:
+            self._focus_before_small = None
+            self.call_after_refresh(self._refocus, widget)
+
+    def _refocus(self, widget: Widget) -> None:
+        if self.focused is None and widget.is_attached and widget.screen is self:
+            widget.focus()
 
     @property
     def too_small(self) -> bool:
