@@ -164,6 +164,33 @@ async def test_an_engine_refusal_lands_next_to_its_field(bertui_home, config_pat
         assert "max length 9999 is longer than the model allows" in error_of(screen,
                                                                              "max_length")
         assert not screen.starting
+        await set_value(pilot, screen, "max_length", "256")  # fixed: the refusal goes
+        assert error_of(screen, "max_length") == ""
+        assert not screen.query_one("#max_length-field").has_class("-invalid")
+        assert not screen.query_one("#start", Button).disabled
+
+
+async def test_a_refused_column_stays_refused_when_another_field_changes(
+        bertui_home, config_path, no_cached_models, tmp_path):
+    data = tmp_path / "scored.csv"
+    rows = [f"sentence {i},{'pos' if i % 2 else 'neg'},{i / 7:.3f}" for i in range(40)]
+    data.write_text("text,label,score\n" + "\n".join(rows) + "\n")
+    app = build_app(bertui_home, config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await set_value(pilot, screen, "dataset", str(data))
+        assert screen.dataset_ok and screen.query_one("#label_column", Select).value == "label"
+        screen.query_one("#label_column", Select).value = "score"
+        await settle(pilot, 0.8)
+        refusal = error_of(screen, "label_column")
+        assert "score" in refusal and screen.query_one("#start", Button).disabled
+        await set_value(pilot, screen, "holdout", "0.25")  # an unrelated field
+        await set_value(pilot, screen, "eval", "")
+        assert screen.query_one("#label_column", Select).value == "score"  # not swapped back
+        assert error_of(screen, "label_column") == refusal
+        assert not screen.dataset_ok and screen.query_one("#start", Button).disabled
+        assert plain(screen.query_one("#dataset-info")) == ""  # no stale "N rows from …"
 
 
 async def test_form_starts_a_real_run(tiny_model, bertui_home, config_path, no_cached_models):

@@ -143,6 +143,8 @@ class NewRunScreen(BertuiScreen):
         self.model_ok: bool | None = None  # None: being checked
         self.dataset_ok: bool | None = None
         self.form_errors: dict[str, str] = {}
+        self._shown_errors: dict[str, str | None] = {}  # what each field's error line says
+        self._start_error: tuple[str, str] | None = None  # (field, error) of a refused Start
         self.dataset_info: dict[str, Any] | None = None
         self._columns: dict[str, list[str]] = {}
         self.starting = False
@@ -378,7 +380,11 @@ class NewRunScreen(BertuiScreen):
         self.dataset_info = None
         self._check_dataset(columns=False)
 
+    def on_checkbox_changed(self, event: Any) -> None:  # Checkbox.Changed
+        self._clear_start_error()
+
     def on_select_changed(self, event: Any) -> None:  # Select.Changed
+        self._clear_start_error()
         if event.select.id == "precision":
             self._check_form()
         elif event.select.id in ("text_column", "label_column"):
@@ -446,17 +452,7 @@ class NewRunScreen(BertuiScreen):
                 select.set_options([(c, c) for c in columns])
             if info.get(name) in columns and select.value != info[name]:
                 select.value = info[name]
-        counts = info.get("label_counts") or {}
-        biggest = max(counts.values(), default=1) or 1
-        balance = "  ".join(f"{label} {n} {'▇' * max(1, round(6 * n / biggest))}"
-                            for label, n in list(counts.items())[:8])
-        if len(counts) > 8:
-            balance += f"  … {len(counts) - 8} more labels"
-        spec = message.key[0]
-        source = "the bundled demo dataset" if spec == "demo" else info.get("source", spec)
-        self.query_one("#dataset-info", Static).update(
-            f"{info.get('rows', '?')} rows from {source}\n"
-            f"labels: {balance}\n{self._eval_source()}")
+        self._show_dataset_info(info, message.key[0])
         table = self.query_one("#preview")
         table.clear(columns=True)
         shown = [c for c in (info.get("text_column"), info.get("label_column")) if c]
@@ -466,6 +462,18 @@ class NewRunScreen(BertuiScreen):
         for row in info.get("preview") or []:
             table.add_row(*(one_line(str(row.get(c, "")), 44) for c in shown))
         self._update_start()
+
+    def _show_dataset_info(self, info: dict[str, Any], spec: str) -> None:
+        counts = info.get("label_counts") or {}
+        biggest = max(counts.values(), default=1) or 1
+        balance = "  ".join(f"{label} {n} {'▇' * max(1, round(6 * n / biggest))}"
+                            for label, n in list(counts.items())[:8])
+        if len(counts) > 8:
+            balance += f"  … {len(counts) - 8} more labels"
+        source = "the bundled demo dataset" if spec == "demo" else info.get("source", spec)
+        self.query_one("#dataset-info", Static).update(
+            f"{info.get('rows', '?')} rows from {source}\n"
+            f"labels: {balance}\n{self._eval_source()}")
 
     def _eval_source(self) -> str:
         eval_value = self.query_one("#eval", Input).value.strip()
@@ -495,11 +503,12 @@ class NewRunScreen(BertuiScreen):
 
     @on(Input.Changed)
     def _any_input(self, event: Input.Changed) -> None:
+        self._clear_start_error()
         if event.input.id in NUMBER_FIELDS + ("name", "eval", "holdout"):
             self._check_form()
-            if event.input.id in ("eval", "holdout") and self.dataset_info is not None:
-                self.on_new_run_screen_dataset_checked(
-                    self.DatasetChecked(self._dataset_key(), self.dataset_info, None, "dataset"))
+            # the info's eval line follows; a failed or running dataset check is left alone
+            if event.input.id in ("eval", "holdout") and self.dataset_ok and self.dataset_info:
+                self._show_dataset_info(self.dataset_info, self._dataset_key()[0])
 
     def options(self) -> Any:
         """The form as RunOptions; raises FormError or BadInput (with ``.field``)."""
@@ -559,7 +568,18 @@ class NewRunScreen(BertuiScreen):
 
     # --- errors and the Start button ----------------------------------------------------------
 
+    def _clear_start_error(self) -> None:
+        """What Start was refused for goes at the next change of the form (Start asks again);
+        unless a check has put its own error on that field meanwhile."""
+        if self._start_error is None:
+            return
+        field, error = self._start_error
+        self._start_error = None
+        if self._shown_errors.get(field) == error:
+            self._set_error(field, None)
+
     def _set_error(self, field: str, error: str | None) -> None:
+        self._shown_errors[field] = error
         widgets = self.query(f"#{field}-error")
         if not widgets:
             field = "start"
@@ -639,6 +659,7 @@ class NewRunScreen(BertuiScreen):
         self.starting = False
         field = FIELD_ALIASES.get(message.field or "", message.field or "start")
         self._set_error(field, message.error)
+        self._start_error = (field, message.error)
         self._update_start()
         self.notify(message.error, title="Cannot start the run", severity="error")
 
