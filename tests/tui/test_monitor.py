@@ -186,6 +186,25 @@ async def test_a_lost_run_offers_resume(bertui_home, config_path):
         assert screen.check_action("cancel_run", ()) is False
 
 
+async def test_a_run_lost_to_a_hung_worker_says_so(bertui_home, config_path):
+    """Its heartbeat is minutes old but its pid is alive (this test process stands in)."""
+    import psutil
+
+    run = live_run(bertui_home)
+    me = psutil.Process()
+    atomic_write_json(run.status_path, {"state": "running", "pid": me.pid,
+                                        "pid_started": me.create_time(),
+                                        "host": socket.gethostname(), "created": 1.0,
+                                        "started": 1.0, "heartbeat": time.time() - 600})
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.screen.follower.state == "lost"
+        problem = plain(app.screen.query_one("#run-problem"))
+        assert f"the worker (pid {me.pid}) is alive but has written nothing for 10m" in problem
+        assert f"kill {me.pid}" in problem and "is gone" not in problem
+
+
 async def test_reattach_replays_the_whole_history(recorded_home, config_path):
     events = [json.loads(line) for line in
               (recorded_home / "runs" / FINISHED / "events.jsonl").read_text().splitlines()]

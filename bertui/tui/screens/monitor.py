@@ -7,6 +7,7 @@ replayed on the first poll, so re-attaching to a run started earlier shows every
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ProgressBar, RichLog, Static
 
-from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES
+from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES, pid_alive
 from bertui.tui.follow import RunFollower
 from bertui.tui.format import clock_time, count, duration, percent, rate, score
 from bertui.tui.screens.base import BertuiScreen, PaletteCommand
@@ -170,9 +171,15 @@ class MonitorScreen(BertuiScreen):
             error = run.status.get("error") or (self.follower.history.end or {}).get("error")
             return f"✗ failed: {error or 'no reason given'}\n  full log: {run.log_path}"
         if state == "lost":
+            pid = run.status.get("pid")
+            if run.on_this_host and pid_alive(pid, run.status.get("pid_started")):
+                quiet = duration(time.time() - float(run.status.get("heartbeat") or 0))
+                return (f"? lost: the worker (pid {pid}) is alive but has written nothing for "
+                        f"{quiet}: hung? It keeps the run until it ends (kill {pid}); resume "
+                        f"after that.\n  full log: {run.log_path}")
             checkpoint = run.last_checkpoint()
             where = f"from {checkpoint.name}" if checkpoint else "from the start"
-            return (f"? lost: the worker (pid {run.status.get('pid', '?')}) is gone. "
+            return (f"? lost: the worker (pid {pid or '?'}) is gone. "
                     f"Press r to resume {where}.\n  full log: {run.log_path}")
         if state == "cancelled":
             return f"■ cancelled at step {self.follower.history.step}: press r to resume."
