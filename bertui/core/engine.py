@@ -20,6 +20,7 @@ from bertui.core.training import (
     classifier_head_state,
     encode,
     fit_probe,
+    make_epoch_order_callback,
     make_events_callback,
     make_trainer,
     make_training_args,
@@ -175,13 +176,14 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
         checkpoint_seconds=hyper.checkpoint_minutes * 60,
         stop_requested=lambda: ctl.stop_requested,
     )
+    epoch_order = make_epoch_order_callback()
     trainer = make_trainer(
         model,
         args,
         train,
         evaluation,
         tokenizer,
-        [callback],
+        [callback, epoch_order],
         pad_multiple=8 if device.kind == "cuda" else None,
         pad_id=pad_id,
     )
@@ -262,6 +264,7 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
             if resume_from
             else "no checkpoint yet: training starts from the beginning"
         )
+    epoch_order.resume_from = resume_from
     steps_per_epoch = -(-len(train) // samples_per_step)
     rec.emit(
         "run_start",

@@ -422,6 +422,58 @@ def make_trainer(
     )
 
 
+EPOCH_RNG_FILE = "bertui_epoch_rng.safetensors"
+
+
+def make_epoch_order_callback() -> Any:
+    """A TrainerCallback that gives a resumed run the batch order of the run it continues.
+
+    The Trainer's samplers (random and length-grouped) draw each epoch's order from torch's
+    global generator when the epoch starts. On resume the Trainer skips the batches already
+    done, and only then restores the checkpoint's generator state; so the order of the
+    resumed epoch came from the resumed process's own history (no baseline measurement, no
+    epochs before it): some rows were trained twice and others never. This records the
+    generator state at each epoch's start, stores it with every checkpoint, and on resume
+    (``resume_from``) puts it back at the resumed epoch's start. An uninterrupted run draws
+    exactly as a plain Trainer does.
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    def capture() -> dict[str, Any]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        return state
+
+    class EpochOrder(TrainerCallback):
+        def __init__(self) -> None:
+            self.resume_from: Path | None = None
+            self.epoch_start: dict[str, Any] | None = None
+
+        def on_epoch_begin(self, args, st, control, **kw):
+            if self.resume_from is not None:
+                path = Path(self.resume_from) / EPOCH_RNG_FILE
+                self.resume_from = None  # the resumed epoch only
+                if path.is_file():
+                    from safetensors.torch import load_file
+
+                    saved = load_file(str(path))
+                    torch.set_rng_state(saved["cpu"])
+                    if "cuda" in saved and torch.cuda.is_available():
+                        torch.cuda.set_rng_state_all(list(saved["cuda"]))
+            self.epoch_start = capture()
+
+        def on_save(self, args, st, control, **kw):
+            folder = Path(args.output_dir) / f"checkpoint-{st.global_step}"
+            if self.epoch_start is not None and folder.is_dir():
+                from safetensors.torch import save_file
+
+                save_file(self.epoch_start, str(folder / EPOCH_RNG_FILE))
+
+    return EpochOrder()
+
+
 def make_events_callback(
     emit: Callable[..., None],
     state: dict[str, Any],
@@ -485,6 +537,17 @@ def make_events_callback(
                 control.should_training_stop = True
             elif checkpoint_seconds and now - self.last_save >= checkpoint_seconds:
                 control.should_save = True
+            return control
+
+        def on_epoch_end(self, args, st, control, **kw):
+            # A cancel ends the epoch early; the Trainer would then evaluate (for the epoch
+            # strategy) and save again. That evaluation draws from torch's generator (each
+            # DataLoader pass takes a seed), so the checkpoint would hold a generator state the
+            # uninterrupted run never had, and the resumed run's dropout would differ. The
+            # checkpoint saved at the step's end is the one to keep.
+            if stop_requested() and st.epoch is not None and abs(st.epoch - round(st.epoch)) > 1e-6:
+                control.should_evaluate = False
+                control.should_save = False
             return control
 
         def on_save(self, args, st, control, **kw):
