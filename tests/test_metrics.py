@@ -64,3 +64,18 @@ def test_probe_weights_reproduce_sklearn(k):
     ours = probe_probs(probe, x)
     theirs = LogisticRegression(max_iter=2000, C=1.0, random_state=0).fit(x, y).predict_proba(x)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("present", [(1, 2), (0, 2), (0, 1, 3)])
+def test_a_class_absent_from_training_is_never_predicted_by_the_probe(present):
+    """Training rows of only some of the classes (a cap that drops a rare class): the probe
+    gives the others no probability, also when two classes are present (sklearn's binary
+    case), where they tied with the first present class and won on a lower id."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    y = [present[int(i)] for i in rng.integers(0, len(present), size=90)]
+    probe = fit_probe(x, y, 4, seed=0)
+    probs = probe_probs(probe, x)
+    absent = [c for c in range(4) if c not in present]
+    assert probs[:, absent].max() < 1e-6
+    assert set(probs.argmax(-1).tolist()) <= set(present)

@@ -290,8 +290,8 @@ def fit_probe(train_x: Any, train_y: list[int], num_labels: int, seed: int) -> d
         for row, c in enumerate(classes):
             weight[c] = clf.coef_[row]
             bias[c] = clf.intercept_[row]
-        missing = [c for c in range(num_labels) if c not in classes]
-        bias[missing] = -1e4  # a class never seen in training is never predicted
+    missing = [c for c in range(num_labels) if c not in classes]
+    bias[missing] = -1e4  # a class never seen in training is never predicted (binary too)
     return {"weight": weight, "bias": bias}
 
 
