@@ -104,6 +104,37 @@ def test_string_labels_map_to_sorted_ids_across_train_and_eval(tmp_path):
     assert prepared.eval_source.startswith("file ")
 
 
+def test_eval_labels_must_share_something_with_training(tmp_path):
+    """Names in the training file and their ids in the eval file were silently four classes
+    (0, 1, neg, pos), every eval row of a class never trained: accuracy 0."""
+    train = write(tmp_path / "train.csv", "csv")
+    evalf = write(tmp_path / "eval.csv", "csv", [(f"e{i}", i % 2) for i in range(10)])
+    with pytest.raises(BadInput, match=r"none of the eval data's labels \(0, 1\) occur in the "
+                                       r"training data \(neg, pos\)") as caught:
+        data.prepare(str(train), str(evalf))
+    assert caught.value.field == "eval_dataset"
+    partly = write(tmp_path / "partly.csv", "csv", [("a", "neg"), ("b", "pos"), ("c", "meh")])
+    prepared = data.prepare(str(train), str(partly))  # one class the model never sees: said
+    assert prepared.report["eval_only_labels"] == ["meh"]
+
+
+def test_a_lone_surrogate_in_json_text_becomes_a_replacement_character(tmp_path):
+    from transformers import BertTokenizerFast
+
+    path = tmp_path / "tweets.jsonl"
+    rows = [json.dumps({"text": t, "label": lab}) for t, lab in ROWS]
+    rows[3] = '{"text": "cut off mid emoji \\ud83d", "label": "pos"}'
+    path.write_text("\n".join(rows) + "\n")
+    assert json.loads(rows[3])["text"].endswith("\ud83d")
+    prepared = data.prepare(str(path), holdout=0.25)
+    texts = prepared.train.texts + prepared.eval.texts
+    fixed = [t for t in texts if t.startswith("cut off")]
+    assert fixed == ["cut off mid emoji \ufffd"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cut", "off"]))
+    BertTokenizerFast(vocab_file=str(vocab))(texts)  # every text tokenizes
+
+
 def test_empty_texts_are_dropped_and_counted(tmp_path):
     rows = ROWS[:20] + [("", "pos"), ("   ", "neg")]
     prepared = data.prepare(str(write(tmp_path / "d.csv", "csv", rows)))

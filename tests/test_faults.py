@@ -299,6 +299,33 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny_model, bertui_h
     assert ma["finetuned"]["accuracy"] == mb["finetuned"]["accuracy"]
 
 
+def test_a_resume_on_relabelled_data_fails_in_one_line(tiny_model, bertui_home, tmp_path):
+    """The checkpoint's head rows mean the labels of the run's start: a resume on data whose
+    labels changed is refused (the run fails, its reason says why), and it resumes once the
+    data is back."""
+    rows = [(f"a {'fine' if i % 2 else 'poor'} thing number {i}", "good" if i % 2 else "bad")
+            for i in range(120)]
+    data = tmp_path / "d.csv"
+    original = "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows)
+    data.write_text(original)
+    path = start_detached(bertui_home, tiny_model, "--dataset", str(data), "--epochs", "2",
+                          "--batch-size", "4", "--no-probe")
+    wait_step(path, 3)
+    proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    data.write_text(original.replace(",good", ",positive").replace(",bad", ",negative"))
+    proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_done(path) == "failed"
+    error = json.loads((path / "status.json").read_text())["error"]
+    assert "the data's labels changed since the run started (bad, good then, negative, " \
+           "positive now)" in error
+    data.write_text(original)
+    proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
+
+
 # --- (c) the client dies -----------------------------------------------------------------------
 
 

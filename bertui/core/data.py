@@ -566,9 +566,19 @@ def _clean(texts: list[Any], labels: list[Any]) -> tuple[list[str], list[Any], i
         if text is None or not isinstance(text, str) or not text.strip():
             dropped += 1
             continue
-        kept_t.append(text)
+        kept_t.append(_valid_unicode(text))
         kept_l.append(label)
     return kept_t, kept_l, dropped
+
+
+def _valid_unicode(text: str) -> str:
+    """``text`` with any lone surrogate (JSON allows ``"\\ud83d"``, common in truncated
+    tweets; no tokenizer takes it) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def seeded_sample(n: int, cap: int | None, seed: int) -> list[int] | None:
@@ -606,6 +616,12 @@ def check_caps(max_train: int | None, max_eval: int | None) -> None:
     for value, flag in ((max_train, "max-train-samples"), (max_eval, "max-eval-samples")):
         if value is not None and value <= 0:
             raise BadInput(f"--{flag} must be a positive number of rows (got {value})", field=flag)
+
+
+def few_labels(values: Any, n: int = 5) -> str:
+    """Up to ``n`` labels for a one-line message, in their order (sets: sorted)."""
+    shown = sorted(map(str, values)) if isinstance(values, set) else [str(v) for v in values]
+    return ", ".join(shown[:n]) + (f", … {len(shown) - n} more" if len(shown) > n else "")
 
 
 def prepare(
@@ -667,6 +683,15 @@ def prepare(
         if {type(v) for v in eval_labels} != {type(v) for v in train_labels}:
             train_labels = [str(v) for v in train_labels]
             eval_labels = [str(v) for v in eval_labels]
+        seen, judged = set(train_labels), set(eval_labels)
+        if not seen & judged:  # e.g. names in one file, their ids in the other
+            raise BadInput(
+                f"none of the eval data's labels ({few_labels(judged)}) occur in the training data "
+                f"({few_labels(seen)}); give both with the same labels",
+                field="eval_dataset",
+            )
+        if judged - seen:  # a class the model never sees in training: it cannot predict it
+            report["eval_only_labels"] = sorted(map(str, judged - seen))
         id2label, to_id = build_label_map(train_labels, eval_labels)
     else:
         id2label, to_id = build_label_map(train_labels)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bertui.core import data as data_mod
 from bertui.core import models
+from bertui.core.errors import BadInput
 from bertui.core.runs import Run, atomic_write_json, bertui_home, last_checkpoint
 from bertui.core.training import (
     Encoded,
@@ -100,9 +101,17 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     stored = config.get("labels", {}).get("id2label")
     id2label = prepared.id2label
     if stored and {int(k): v for k, v in stored.items()} != id2label:
+        labels_now = [id2label[i] for i in sorted(id2label)]
+        if ctl.resume:  # the checkpoint's head rows and the baselines mean the old labels
+            then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels_now)
+            raise BadInput(f"the data's labels changed since the run started ({then} then, "
+                           f"{now} now); put the data back or start a new run")
         rec.log(
             "the label map differs from the one recorded at creation; using the data's", "warning"
         )
+    if prepared.report.get("eval_only_labels"):
+        rec.log(f"eval labels that never occur in training (the model cannot predict them): "
+                f"{data_mod.few_labels(prepared.report['eval_only_labels'])}", "warning")
     labels = [id2label[i] for i in sorted(id2label)]
     ctl.check_cancel()
 
@@ -379,3 +388,4 @@ def compact_vocabulary(
     compacted.shrink()
     rec.log(f"compact vocabulary: training {len(vocab)} of {size} embedding rows")
     return compacted, int(vocab.table(size)[pad_id]), train, evaluation
+
