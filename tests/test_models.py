@@ -94,3 +94,66 @@ def test_loading_uses_safetensors_and_a_seeded_head(tiny_model):
     b = models.load_classifier(tiny_model, id2label={0: "neg", 1: "pos"}, seed=5)
     assert a.config.id2label == {0: "neg", 1: "pos"}
     assert (a.classifier.weight == b.classifier.weight).all()
+
+
+def headed_model(tiny_model, tmp_path, id2label):
+    """The tiny BERT with a trained-looking head of its own, for ``id2label``."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(5)
+    model = BertForSequenceClassification.from_pretrained(
+        str(tiny_model), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 1.0)
+        model.classifier.bias.copy_(torch.arange(len(id2label), dtype=torch.float32))
+    folder = tmp_path / "headed"
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        if (tiny_model / name).exists():
+            shutil.copy(tiny_model / name, folder / name)
+    return folder, model.eval()
+
+
+def test_a_model_with_its_own_head_for_other_labels(tiny_model, tmp_path):
+    """Another number of labels: a new head (it failed with transformers' size error); the same
+    labels in another order: the head's rows follow the data's order, so the head as loaded
+    still answers with the labels it was trained for; other names: said."""
+    import torch
+
+    folder, original = headed_model(tiny_model, tmp_path, {0: "sports", 1: "arts", 2: "news"})
+    ids = torch.tensor([[2, 7, 9, 3]])
+    before = original(input_ids=ids).logits[0]
+
+    model, info = models.load_classifier(folder, id2label={0: "no", 1: "yes"}, seed=0,
+                                         output_loading_info=True)
+    assert {key[0] for key in info["mismatched_keys"]} == {"classifier.weight",
+                                                            "classifier.bias"}
+    assert model.config.id2label == {0: "no", 1: "yes"} and model.bertui_head_note is None
+
+    model = models.load_classifier(folder, id2label={0: "arts", 1: "news", 2: "sports"})
+    after = model.eval()(input_ids=ids).logits[0]
+    torch.testing.assert_close(after, before[[1, 2, 0]])  # arts, news, sports
+    assert "rows were put in the data's label order" in model.bertui_head_note
+
+    model = models.load_classifier(folder, id2label={0: "a", 1: "b", 2: "c"})
+    torch.testing.assert_close(model.eval()(input_ids=ids).logits[0], before)
+    assert "trained for other labels (sports, arts, news)" in model.bertui_head_note
+
+
+def test_training_a_model_whose_head_has_other_labels(tiny_model, tmp_path, bertui_home):
+    """The real worker on the demo data (2 labels) with a 3-label model: a new head."""
+    from conftest import train_tiny
+
+    folder, _ = headed_model(tiny_model, tmp_path, {0: "sports", 1: "arts", 2: "news"})
+    metrics, run = train_tiny(folder, bertui_home, "--no-probe")
+    assert metrics["pretrained"]["note"] == "untrained classification head"
+    assert metrics["finetuned"]["accuracy"] is not None
+    from conftest import run_bertui
+
+    proc = run_bertui("predict", run.name, "a lovely evening", "--json", home=bertui_home,
+                      timeout=120)  # the pre-trained model is rebuilt with its new head
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert "negative" in json.dumps(answer) and "sports" not in json.dumps(answer)

@@ -205,6 +205,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
 
         rec.emit("phase", 0, name="pretrained")
         missing = set(loading.get("missing_keys", [])) if isinstance(loading, dict) else set()
+        if isinstance(loading, dict):  # a head of its own for other labels: replaced
+            missing |= {key[0] for key in loading.get("mismatched_keys", [])}
         head = classifier_head_state(model)
         fresh = {
             k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing
@@ -216,6 +218,8 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
             np.asarray(out.label_ids).tolist(), np.asarray(logits).argmax(-1).tolist(), labels
         )
         report["note"] = "untrained classification head" if missing else "head as loaded"
+        if getattr(model, "bertui_head_note", None) and not missing:
+            report["note"] += f" ({model.bertui_head_note})"
         metrics["pretrained"] = report
         metrics["metrics_backend"] = report.pop("backend")
         rec.emit(

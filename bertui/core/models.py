@@ -380,7 +380,13 @@ def load_classifier(
     **kwargs: Any,
 ):
     """``AutoModelForSequenceClassification`` from a folder: safetensors only unless
-    ``allow_pickle``. With ``seed``, a freshly initialised head is the same every time."""
+    ``allow_pickle``. With ``seed``, a freshly initialised head is the same every time.
+
+    With ``id2label`` (the data's labels), a model that comes with a trained head of its own
+    gets: a new head when its head has another number of labels (``ignore_mismatched_sizes``;
+    the loading info lists the head under ``mismatched_keys``), and its head's rows put in the
+    data's label order when it names the same labels in another order. Its
+    ``bertui_head_note`` says which (or that its labels differ from the data's)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -397,11 +403,57 @@ def load_classifier(
         )
     elif num_labels is not None:
         extra["num_labels"] = num_labels
+    own = None
+    if id2label is not None:
+        extra.setdefault("ignore_mismatched_sizes", True)
+        own = _named_labels(Path(path))
     if seed is not None:
         torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_pretrained(
+    loaded = AutoModelForSequenceClassification.from_pretrained(
         str(path),
         use_safetensors=None if allow_pickle else True,
         trust_remote_code=trust_remote_code,
         **extra,
     )
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    model.bertui_head_note = None
+    if own and id2label is not None:
+        wanted = {int(k): v for k, v in id2label.items()}
+        model.bertui_head_note = _align_head(model, own, wanted)
+    return loaded
+
+
+def _named_labels(path: Path) -> dict[int, str] | None:
+    """The labels a checkpoint's config names, unless they are the generic LABEL_<i>."""
+    config = read_config(path) or {}
+    named = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    if not named or all(v == f"LABEL_{k}" for k, v in named.items()):
+        return None
+    return named
+
+
+def _align_head(model: Any, own: dict[int, str], wanted: dict[int, str]) -> str | None:
+    """Reorder the output rows of the model's own head from its label order to ``wanted``'s."""
+    if len(own) != len(wanted):
+        return None  # a new head (ignore_mismatched_sizes)
+    if set(own.values()) != set(wanted.values()):
+        return (f"its head was trained for other labels ({', '.join(own[i] for i in sorted(own))})"
+                " and is used in the data's label order")
+    if all(own[i] == wanted[i] for i in wanted):
+        return None
+    import torch
+
+    k = len(wanted)
+    row = {name: i for i, name in own.items()}
+    order = torch.tensor([row[wanted[j]] for j in range(k)])
+    base = getattr(model, "base_model_prefix", "")
+    head = [(n, p) for n, p in model.named_parameters() if not n.startswith(base + ".")]
+    outputs = [n for n, p in head if n.endswith(".weight") and p.dim() == 2 and p.shape[0] == k]
+    if not outputs:
+        return None
+    layer = outputs[-1].rsplit(".", 1)[0]  # the last layer with one output row per label
+    with torch.no_grad():
+        for name, param in head:
+            if name.rsplit(".", 1)[0] == layer and param.shape[0] == k:
+                param.copy_(param[order])
+    return "its head's rows were put in the data's label order"
