@@ -83,6 +83,33 @@ def test_hub_cache_is_used_offline(tiny_model, tmp_path, monkeypatch):
     assert [m["spec"] for m in models.list_cached_models()] == ["someone/tiny-bert"]
 
 
+def test_a_cached_config_without_weights_is_fetched_when_online(tiny_model, tmp_path,
+                                                                 monkeypatch):
+    """A cache that holds only config.json and the tokenizer (a tokenizer-only download) is not
+    taken for the model: online, the hub is asked (the worker downloads the rest); offline,
+    the line says that the weights are missing."""
+    hub = tmp_path / "hub"
+    snap = hub / "models--someone--partial" / "snapshots" / ("b" * 40)
+    shutil.copytree(tiny_model, snap)
+    (snap / "model.safetensors").unlink()
+    (hub / "models--someone--partial" / "refs").mkdir(parents=True)
+    (hub / "models--someone--partial" / "refs" / "main").write_text("b" * 40)
+    import huggingface_hub
+    import huggingface_hub.constants as c
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(hub))
+    asked = []
+    monkeypatch.setattr("bertui.core.hub.go_offline_if_unreachable", lambda: True)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info",
+                        lambda self, repo, **kw: asked.append(repo))  # the hub, answering
+    source = models.resolve_model("someone/partial", download=False)
+    assert source.origin == "hub" and source.path is None and asked == ["someone/partial"]
+    monkeypatch.setattr("bertui.core.hub.go_offline_if_unreachable", lambda: False)
+    with pytest.raises(BadInput, match="no weights"):
+        models.resolve_model("someone/partial", download=False)
+
+
 def test_learning_rate_suits_the_model_size():
     assert models.default_learning_rate(384) == 1e-4
     assert models.default_learning_rate(768) < models.default_learning_rate(384)

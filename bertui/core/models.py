@@ -134,7 +134,11 @@ def _resolve_hub(spec: str, *, allow_pickle: bool, download: bool) -> ModelSourc
             repo_id, revision=revision, local_files_only=True, allow_patterns=patterns
         )
         if (Path(cached) / "config.json").exists():
-            return ModelSource(spec, "hub-cache", Path(cached), repo_id, revision)
+            safetensors, pickled = weight_files(Path(cached))
+            # A cache can hold the config without the weights (after a tokenizer-only
+            # download): online, fetch the rest; offline, check_model_dir says what is missing.
+            if safetensors or (allow_pickle and pickled) or not online:
+                return ModelSource(spec, "hub-cache", Path(cached), repo_id, revision)
     except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
         pass
     if not online:
