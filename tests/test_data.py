@@ -196,3 +196,29 @@ def test_real_trec_data(shared_data):
     assert (prepared.text_column, prepared.label_column) == ("question", "coarse_label")
     assert list(prepared.id2label.values()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
     assert len(prepared.train) == 1000 and len(prepared.eval) == 499
+
+
+def test_the_eval_split_found_at_creation_is_the_one_the_worker_reads(tiny_model, monkeypatch):
+    """A hub dataset with a validation split: the worker must not look for it again (the hub
+    client's split listing turns any error into "no splits", and the worker would then hold
+    out 20 % of train: another eval set, less training data). The hub is replaced by two
+    local tables here."""
+    from bertui.core.engine import prepare_data
+    from bertui.core.launch import RunOptions, build_config
+
+    tables = {
+        "train": data.Table({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS]},
+                            "someone/set@train"),
+        "validation": data.Table({"text": ["fine", "poor", "good", "bad"],
+                                  "label": ["pos", "neg", "pos", "neg"]},
+                                 "someone/set@validation"),
+    }
+    monkeypatch.setattr(data, "read_hub", lambda repo, config, split: tables[split])
+    monkeypatch.setattr(data, "hub_split_names", lambda repo, config: list(tables))
+    config = build_config(RunOptions(model=str(tiny_model), dataset="someone/set"))
+    assert config["data"]["eval_split"] == "validation"
+    assert config["data"]["eval_source"] == "split validation"
+    monkeypatch.setattr(data, "hub_split_names", lambda repo, config: [])  # a hub hiccup
+    prepared = prepare_data(config)
+    assert prepared.eval_source == "split validation" and len(prepared.eval) == 4
+    assert len(prepared.train) == len(ROWS)

@@ -167,6 +167,10 @@ def build_config(o: RunOptions) -> dict[str, Any]:
     config["data"]["train_rows"] = len(prepared.train)
     config["data"]["eval_rows"] = len(prepared.eval)
     config["data"]["eval_source"] = prepared.eval_source
+    if not o.eval_dataset and not o.eval_split and prepared.eval_source.startswith("split "):
+        # The split found now is the one the worker reads: it does not look again (a hub
+        # hiccup then would have it hold out part of train instead).
+        config["data"]["eval_split"] = prepared.eval_source.removeprefix("split ")
     return config
 
 
