@@ -79,3 +79,20 @@ def test_a_class_absent_from_training_is_never_predicted_by_the_probe(present):
     absent = [c for c in range(4) if c not in present]
     assert probs[:, absent].max() < 1e-6
     assert set(probs.argmax(-1).tolist()) <= set(present)
+
+
+def test_the_token_cache_key_covers_every_tokenizer_file(tiny_model, tmp_path):
+    """Two BPE models that differ only in merges.txt (their tokenizer_config.json alike)
+    must not share cached token ids."""
+    import shutil
+
+    from bertui.core.training import tokenizer_fingerprint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, merges in ((a, "#version: 0.2\nh e\n"), (b, "#version: 0.2\nl o\n")):
+        shutil.copytree(tiny_model, folder)
+        (folder / "merges.txt").write_text(merges)
+        (folder / "vocab.json").write_text('{"h": 0, "e": 1}')
+    assert tokenizer_fingerprint(a) != tokenizer_fingerprint(b)
+    (b / "merges.txt").write_text("#version: 0.2\nh e\n")
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)

@@ -115,9 +115,18 @@ class Encoded:
         return sum(self.lengths) / max(1, len(self))
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt",  # WordPiece, byte-level BPE (RoBERTa, GPT-2)
+    "spiece.model", "sentencepiece.bpe.model", "spm.model", "tokenizer.model",  # SentencePiece
+)
+
+
 def tokenizer_fingerprint(model_path: Path) -> str:
+    """What the token cache is keyed on: every tokenizer file of the model folder (two models
+    whose tokenizers differ only in, say, merges.txt must not share cached ids)."""
     h = hashlib.sha256()
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model"):
+    for name in TOKENIZER_FILES:
         p = Path(model_path) / name
         if p.exists():
             h.update(name.encode())

@@ -15,6 +15,7 @@ resumed run maps its tokens exactly as its checkpoints expect.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ class CompactVocab:
     def save(self, run_path: Path) -> None:
         import numpy as np
 
-        tmp = Path(run_path) / f".{VOCAB_FILE}.tmp"
+        tmp = Path(run_path) / f".{VOCAB_FILE}.{os.getpid()}.tmp"  # ranks of torchrun: one each
         with open(tmp, "wb") as f:
             np.save(f, self.used, allow_pickle=False)
         tmp.replace(Path(run_path) / VOCAB_FILE)
