@@ -262,31 +262,45 @@ def test_a_hung_worker_keeps_its_run(tiny_model, bertui_home):
     assert_complete(path, probe=False)
 
 
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny_model, bertui_home):
-    """Cancelled in its first epoch and again in its second, then resumed each time, a run
-    trains on the same batches in the same order as one left alone: the fine-tuned weights
-    are the same. (The Trainer draws each epoch's order from torch's generator, whose state
-    a resumed process would otherwise not share: rows trained twice, others never.)"""
+STEPS_PER_EPOCH = 360 // 8  # the demo's train split at --batch-size 8
+
+
+@pytest.mark.parametrize("stops", [
+    # cancelled in the first epoch and again in the second (checkpoints every 0.3 s)
+    (("term", 12), ("term", STEPS_PER_EPOCH + 9)),
+    # killed in the second epoch with only the first epoch's end saved, so it resumes from an
+    # epoch boundary; then cancelled later in that epoch and resumed again
+    (("kill", STEPS_PER_EPOCH + 5), ("term", STEPS_PER_EPOCH + 25)),
+], ids=["mid-epoch-twice", "from-an-epoch-boundary"])
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny_model, bertui_home, stops):
+    """Stopped and resumed twice, a run trains on the same batches in the same order, with the
+    same dropout masks, as one left alone: the fine-tuned weights are the same. (The Trainer
+    draws each epoch's order from torch's generator, whose state a resumed process would
+    otherwise not share: rows trained twice, others never.) The worker is signalled directly,
+    as `bertui cancel` does, so that it stops within a step or two of where the test says."""
     from safetensors.torch import load_file
 
     options = ("--epochs", "2", "--batch-size", "8", "--no-probe")
     alone = run_bertui("train", "--model", str(tiny_model), "--dataset", "demo", *options,
                        "--quiet", "--json", home=bertui_home, timeout=RUN_TIMEOUT)
     assert alone.returncode == 0, alone.stderr
-    path = start_detached(bertui_home, tiny_model, *options)
-    steps_per_epoch = 360 // 8
-    for stop_at in (12, steps_per_epoch + 9):
-        wait_step(path, stop_at)
-        proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
-        assert proc.returncode == 0, proc.stderr
+    every = () if stops[0][0] == "term" else ("--checkpoint-minutes", "10")
+    path = start_detached(bertui_home, tiny_model, *options, *every)
+    for how, step in stops:
+        pid, started = worker_pid(path)
+        wait_step(path, step)
+        os.kill(pid, signal.SIGTERM if how == "term" else signal.SIGKILL)
+        wait_for(lambda p=pid, s=started: not pid_alive(p, s), 60, "the stopped worker to exit")
         proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
         assert proc.returncode == 0, proc.stderr
     assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
     resumes = [e for e in read_events(path / "events.jsonl") if e["type"] == "resume"]
     assert len(resumes) == 2 and all(e["checkpoint"] for e in resumes)
-    first = int(resumes[0]["checkpoint"].rsplit("-", 1)[1])
-    second = int(resumes[1]["checkpoint"].rsplit("-", 1)[1])
-    assert 0 < first < steps_per_epoch < second < 2 * steps_per_epoch  # mid-epoch, both epochs
+    first, second = (int(e["checkpoint"].rsplit("-", 1)[1]) for e in resumes)
+    if stops[0][0] == "kill":
+        assert first == STEPS_PER_EPOCH < second  # the epoch's end, then mid-epoch
+    else:
+        assert 0 < first < STEPS_PER_EPOCH < second < 2 * STEPS_PER_EPOCH
 
     reference = sorted((bertui_home / "runs").iterdir())[0]
     assert reference != path
@@ -318,7 +332,7 @@ def test_a_resume_on_relabelled_data_fails_in_one_line(tiny_model, bertui_home, 
     assert proc.returncode == 0, proc.stderr
     assert wait_done(path) == "failed"
     error = json.loads((path / "status.json").read_text())["error"]
-    assert "the data's labels changed since the run started (bad, good then, negative, " \
+    assert "the data's labels changed since the run was created (bad, good then, negative, " \
            "positive now)" in error
     data.write_text(original)
     proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)

@@ -328,3 +328,47 @@ def test_cancel_never_signals_a_pid_of_another_host(bertui_home):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not got
+
+
+def test_a_filesystem_without_posix_locks_goes_unlocked(bertui_home, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    run = create_run({"name": "nfs"})
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    fd = runs.lock_run(run.path)
+    assert isinstance(fd, int) and fd >= 0  # bertui goes on by pids and heartbeats
+    os.close(fd)
+
+
+def test_a_resume_during_a_delete_does_not_start_a_worker(bertui_home, monkeypatch):
+    """The app deletes in a thread: a resume meanwhile (same process, so the POSIX lock does
+    not keep it out) waits for the delete and is told the run is gone."""
+    import shutil
+    import threading
+
+    from bertui.core.launch import resume_run
+
+    spawned = []
+    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    run = create_run({"name": "going"})
+    atomic_write_json(run.status_path, {"state": "cancelled"})
+    removing = threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def slow_rmtree(path, *args, **kwargs):
+        removing.set()
+        time.sleep(0.3)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", slow_rmtree)
+    deleting = threading.Thread(target=runs.delete_run, args=(Run.load(run.path),))
+    deleting.start()
+    assert removing.wait(10)
+    with pytest.raises(RunError, match="no longer exists"):
+        resume_run(Run.load(run.path))
+    deleting.join()
+    assert not run.path.exists() and not spawned

@@ -101,14 +101,12 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     stored = config.get("labels", {}).get("id2label")
     id2label = prepared.id2label
     if stored and {int(k): v for k, v in stored.items()} != id2label:
+        # config.toml's map names the saved model's outputs, and a resumed run's checkpoint
+        # head rows and baselines mean it: a run never trains on another one.
         labels_now = [id2label[i] for i in sorted(id2label)]
-        if ctl.resume:  # the checkpoint's head rows and the baselines mean the old labels
-            then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels_now)
-            raise BadInput(f"the data's labels changed since the run started ({then} then, "
-                           f"{now} now); put the data back or start a new run")
-        rec.log(
-            "the label map differs from the one recorded at creation; using the data's", "warning"
-        )
+        then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels_now)
+        raise BadInput(f"the data's labels changed since the run was created ({then} then, "
+                       f"{now} now); put the data back or start a new run")
     if prepared.report.get("eval_only_labels"):
         rec.log(f"eval labels that never occur in training (the model cannot predict them): "
                 f"{data_mod.few_labels(prepared.report['eval_only_labels'])}", "warning")

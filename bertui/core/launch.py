@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from bertui.core.errors import BadInput
 from bertui.core.runs import (
+    CLAIM,
     RESUMABLE_STATES,
     WORKER_EXIT_SECONDS,
     Run,
@@ -203,9 +203,11 @@ def resume_run(run: Run) -> Run:
     # and this process's own lock (a double key press), check again and mark it queued, so
     # that a second client reads "queued" and is refused. The worker owns status.json from
     # its first heartbeat on.
-    with _RESUMING:
+    with CLAIM:
         try:
             fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
+        except FileNotFoundError:
+            raise RunError(f"run {run.id} no longer exists") from None
         except OSError as exc:
             raise RunError(f"cannot resume run {run.id}: {exc.strerror or exc}") from None
         if fd is None:
@@ -227,9 +229,6 @@ def resume_run(run: Run) -> Run:
             os.close(fd)
     spawn(run.path, resume=True)
     return run.refresh()
-
-
-_RESUMING = threading.Lock()  # lock_run's lock is per process; this one is per thread
 
 
 def _check_resumable(run: Run) -> None:

@@ -135,9 +135,10 @@ def _resolve_hub(spec: str, *, allow_pickle: bool, download: bool) -> ModelSourc
         )
         if (Path(cached) / "config.json").exists():
             safetensors, pickled = weight_files(Path(cached))
-            # A cache can hold the config without the weights (after a tokenizer-only
-            # download): online, fetch the rest; offline, check_model_dir says what is missing.
-            if safetensors or (allow_pickle and pickled) or not online:
+            # A cache can hold the config without any weights (after a tokenizer-only
+            # download): online, fetch the rest; offline, check_model_dir says what is
+            # missing. Pickled weights alone get check_model_dir's --allow-pickle hint.
+            if safetensors or pickled or not online:
                 return ModelSource(spec, "hub-cache", Path(cached), repo_id, revision)
     except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
         pass

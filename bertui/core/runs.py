@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ WORKER_LOCK = "worker.lock"
 # A worker lets go of its lock a moment after it records its end (cancelled, failed): a client
 # that read that end waits this long for it before it calls the worker alive.
 WORKER_EXIT_SECONDS = 10.0
+# lock_run's lock is per process: this one serialises the threads of one client (a double key
+# press, a delete in the background) that claim a run (resume_run, delete_run).
+CLAIM = threading.Lock()
 
 
 def lock_run(path: Path, wait: float = 0.0) -> int | None:
@@ -123,8 +127,11 @@ def lock_run(path: Path, wait: float = 0.0) -> int | None:
     its process exits, however it exits (SIGKILL included), and the DataLoader processes a
     worker forks do not inherit it. So a client can tell a live worker from a dead one without
     trusting pids or heartbeats, and two workers never write one run. Within one process the
-    lock is not exclusive (POSIX locks are per process): callers serialise their threads.
+    lock is not exclusive (POSIX locks are per process): callers serialise their threads
+    (``CLAIM``). On a filesystem without POSIX locks (some NFS, FUSE, SMB mounts) the
+    descriptor comes back unlocked: bertui then goes by pids and heartbeats alone.
     """
+    import errno
     import fcntl
 
     fd = os.open(Path(path) / WORKER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -137,6 +144,11 @@ def lock_run(path: Path, wait: float = 0.0) -> int | None:
             if time.monotonic() >= deadline:
                 os.close(fd)
                 return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                return fd  # a filesystem without POSIX locks: pids and heartbeats only
+            os.close(fd)
+            raise
         except BaseException:
             os.close(fd)
             raise
@@ -498,15 +510,15 @@ def delete_run(run: Run) -> None:
 
     if run.refresh().is_active:
         raise RunError(f"run {run.id} is still {run.state}; cancel it first")
-    fd = None
-    if (run.path / WORKER_LOCK).exists():
+    with CLAIM:
         fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
         if fd is None:  # shown as lost (a stale heartbeat) while its worker lives on
             raise RunError(f"run {run.id} still has a live worker; stop it first")
-    try:  # held until the folder is gone: no resume starts a worker in a half-deleted run
-        shutil.rmtree(run.path)
-    finally:
-        if fd is not None:
+        try:  # held until the folder is gone: no resume starts a worker in a half-deleted run
+            if run.refresh().is_active:  # resumed by another client meanwhile
+                raise RunError(f"run {run.id} is {run.state} again; cancel it first")
+            shutil.rmtree(run.path)
+        finally:
             os.close(fd)
 
 

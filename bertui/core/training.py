@@ -455,6 +455,15 @@ def make_epoch_order_callback() -> Any:
             state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
         return state
 
+    def restore(state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["cpu"])
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available():
+            try:
+                torch.cuda.set_rng_state_all(list(cuda))
+            except (RuntimeError, IndexError):  # saved on more GPUs than this machine has
+                pass
+
     class EpochOrder(TrainerCallback):
         def __init__(self) -> None:
             self.resume_from: Path | None = None
@@ -462,23 +471,28 @@ def make_epoch_order_callback() -> Any:
 
         def on_epoch_begin(self, args, st, control, **kw):
             if self.resume_from is not None:
-                path = Path(self.resume_from) / EPOCH_RNG_FILE
-                self.resume_from = None  # the resumed epoch only
-                if path.is_file():
+                checkpoint, self.resume_from = Path(self.resume_from), None  # this epoch only
+                try:
                     from safetensors.torch import load_file
 
-                    saved = load_file(str(path))
-                    torch.set_rng_state(saved["cpu"])
-                    if "cuda" in saved and torch.cuda.is_available():
-                        torch.cuda.set_rng_state_all(list(saved["cuda"]))
+                    restore(load_file(str(checkpoint / EPOCH_RNG_FILE)))
+                except Exception:  # noqa: BLE001 - no file (an older checkpoint) or a torn one
+                    pass  # the Trainer's own order, as before
             self.epoch_start = capture()
 
         def on_save(self, args, st, control, **kw):
+            # The state a resume from this checkpoint starts its epoch with: mid-epoch, this
+            # epoch's start; at an epoch's end (after its evaluation), the state now, which is
+            # where the next epoch starts.
+            at_end = st.epoch is not None and abs(st.epoch - round(st.epoch)) < 1e-6
+            state = capture() if at_end else self.epoch_start
             folder = Path(args.output_dir) / f"checkpoint-{st.global_step}"
-            if self.epoch_start is not None and folder.is_dir():
+            if state is not None and folder.is_dir():
                 from safetensors.torch import save_file
 
-                save_file(self.epoch_start, str(folder / EPOCH_RNG_FILE))
+                tmp = folder / f".{EPOCH_RNG_FILE}.tmp"
+                save_file(state, str(tmp))
+                os.replace(tmp, folder / EPOCH_RNG_FILE)
 
     return EpochOrder()
 
