@@ -88,6 +88,7 @@ class Worker:
         self.resume = resume
         self.stop_requested = False
         self.training = False
+        self.heartbeat: Any = None
 
     # signals ---------------------------------------------------------------------------------
 
@@ -126,14 +127,14 @@ class Worker:
             error=None,
             resumed=self.resume or None,
         )
-        heartbeat = self._start_heartbeat()
+        self.heartbeat = self._start_heartbeat()
         code = EXIT_FAILED
         try:
             code = self.execute()
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
             code = self._fail(exc)
         finally:
-            heartbeat.stop()
+            self.heartbeat.stop()
         return code
 
     def _start_heartbeat(self):
@@ -158,6 +159,10 @@ class Worker:
         return self._end("failed", message, EXIT_FAILED)
 
     def _end(self, state: str, error: str | None, code: int) -> int:
+        # The heartbeat thread stops (and is joined) first: run_end is the log's last line and
+        # the end state the last status written, never followed by a telemetry tick.
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         try:
             self.rec.set(state=state, ended=time.time(), error=error)
             self.rec.emit("run_end", state=state, error=error)

@@ -17,7 +17,7 @@ from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.widgets.chart import Chart
 from bertui.tui.widgets.hardware import CpuBlock, GpuBlock
 
-from .conftest import FINISHED, RECORDED, build_app, plain
+from .conftest import FINISHED, RECORDED, build_app, plain, wait_until
 
 GIB = 1024**3
 
@@ -69,7 +69,8 @@ async def test_monitor_follows_appended_events(bertui_home, config_path):
         emit(run, "progress", 10, total_steps=40, epoch=0.5, samples_per_s=123.4,
              tokens_per_s=5678.0, eta_s=30.0, elapsed_s=10.0)
         emit(run, "log", 10, level="warning", message="a warning from the worker")
-        await pilot.pause(0.8)
+        # the follower polls the log, and the clock line has its own timer: wait for both
+        await wait_until(pilot, lambda: "step 10/40" in plain(screen.query_one("#run-clock")))
 
         history = screen.follower.history
         assert history.step == 10 and len(history.train_loss) == 10
@@ -98,8 +99,7 @@ async def test_monitor_follows_appended_events(bertui_home, config_path):
         emit(run, "eval", 40, epoch=2.0, eval_loss=0.3, accuracy=0.9, macro_f1=0.9)
         emit(run, "run_end", 40, state="finished", error=None)
         set_status(run, "finished", ended=time.time())
-        await pilot.pause(0.8)
-        assert screen.follower.state == "finished"
+        await wait_until(pilot, lambda: screen.follower.state == "finished")
         assert screen.check_action("compare", ()) is True
         assert screen.check_action("cancel_run", ()) is False
         assert any("finished" in str(n.message) for n in app._notifications)
@@ -120,7 +120,7 @@ async def test_monitor_tolerates_a_half_written_line(bertui_home, config_path):
         assert [s for s, _ in history.train_loss] == [1]
         with open(run.events_path, "a") as fh:
             fh.write('ss":0.4,"epoch":0.2}\n')
-        await pilot.pause(0.8)
+        await wait_until(pilot, lambda: len(history.train_loss) == 2)
         assert [s for s, _ in history.train_loss] == [1, 2]
 
 
@@ -134,7 +134,8 @@ async def test_gpu_panel_shows_each_gpu_with_history(bertui_home, config_path):
                    for i in range(2)])
     app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.5)
+        await wait_until(pilot, lambda: len(app.screen.query(GpuBlock)) == 2 and len(
+            app.screen.query_one("#gpu-1-util").query_one(Sparkline).data) == 5)
         blocks = list(app.screen.query(GpuBlock))
         assert [b.index for b in blocks] == [0, 1]
         assert not app.screen.query(CpuBlock)
