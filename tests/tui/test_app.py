@@ -19,7 +19,7 @@ from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.screens.new_run import NewRunScreen
 from bertui.tui.screens.runs import RunsScreen
 
-from .conftest import CANCELLED, FAILED, FINISHED, build_app, plain, screen_text
+from .conftest import CANCELLED, FAILED, FINISHED, build_app, plain, screen_text, wait_until
 
 
 def make_active_run(home):
@@ -183,13 +183,25 @@ async def test_theme_switch_is_remembered(recorded_home, config_path):
         assert again.theme == "bertui-paper"
 
 
+async def palette_offers(pilot, text: str) -> None:
+    """Wait until the command palette's highlighted hit is ``text`` (its search is async)."""
+    def hit() -> bool:
+        lists = pilot.app.screen.query("CommandList")
+        if not lists or lists.first().highlighted is None:
+            return False
+        found = lists.first()
+        return text in str(found.get_option_at_index(found.highlighted).prompt).lower()
+
+    await wait_until(pilot, hit)
+
+
 async def test_theme_from_the_command_palette(recorded_home, config_path):
     app = build_app(recorded_home, config_path, show_run=FINISHED)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"theme: bertui-forest")
-        await pilot.pause(0.5)
+        await palette_offers(pilot, "bertui-forest")
         await pilot.press("enter")
         await pilot.pause()
         assert app.theme == "bertui-forest"
@@ -202,7 +214,7 @@ async def test_palette_offers_screen_actions(recorded_home, config_path):
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"confusion matrices")
-        await pilot.pause(0.5)
+        await palette_offers(pilot, "confusion")
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen.query_one("#compare-tabs").active == "tab-confusion"
