@@ -224,8 +224,8 @@ def test_a_run_whose_worker_lives_on_is_neither_resumed_nor_deleted(bertui_home,
 
     spawned = []
     monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
-    for module in ("runs", "launch"):  # how long a client waits for a worker that is ending
-        monkeypatch.setattr(f"bertui.core.{module}.WORKER_EXIT_SECONDS", 0.5)
+    # how long a client waits for a worker that is ending
+    monkeypatch.setattr("bertui.core.runs.WORKER_EXIT_SECONDS", 0.5)
     run = create_run({"name": "hung"})
     holder = hold_lock(run.path)
     try:

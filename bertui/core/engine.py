@@ -100,17 +100,16 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     prepared = prepare_data(config)
     stored = config.get("labels", {}).get("id2label")
     id2label = prepared.id2label
+    labels = [id2label[i] for i in sorted(id2label)]
     if stored and {int(k): v for k, v in stored.items()} != id2label:
         # config.toml's map names the saved model's outputs, and a resumed run's checkpoint
         # head rows and baselines mean it: a run never trains on another one.
-        labels_now = [id2label[i] for i in sorted(id2label)]
-        then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels_now)
+        then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels)
         raise BadInput(f"the data's labels changed since the run was created ({then} then, "
                        f"{now} now); put the data back or start a new run")
     if prepared.report.get("eval_only_labels"):
         rec.log(f"eval labels that never occur in training (the model cannot predict them): "
                 f"{data_mod.few_labels(prepared.report['eval_only_labels'])}", "warning")
-    labels = [id2label[i] for i in sorted(id2label)]
     ctl.check_cancel()
 
     rec.emit("phase", 0, name="tokenizing")
@@ -390,4 +389,3 @@ def compact_vocabulary(
     compacted.shrink()
     rec.log(f"compact vocabulary: training {len(vocab)} of {size} embedding rows")
     return compacted, int(vocab.table(size)[pad_id]), train, evaluation
-

@@ -15,14 +15,12 @@ from typing import Any
 
 from bertui.core.errors import BadInput
 from bertui.core.runs import (
-    CLAIM,
     RESUMABLE_STATES,
-    WORKER_EXIT_SECONDS,
     Run,
     RunError,
     atomic_write_json,
+    claim_run,
     create_run,
-    lock_run,
 )
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -203,30 +201,17 @@ def resume_run(run: Run) -> Run:
     # and this process's own lock (a double key press), check again and mark it queued, so
     # that a second client reads "queued" and is refused. The worker owns status.json from
     # its first heartbeat on.
-    with CLAIM:
-        try:
-            fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
-        except FileNotFoundError:
-            raise RunError(f"run {run.id} no longer exists") from None
-        except OSError as exc:
-            raise RunError(f"cannot resume run {run.id}: {exc.strerror or exc}") from None
-        if fd is None:
-            pid = run.status.get("pid")
-            raise RunError(f"run {run.id} still has a live worker"
-                           f"{f' (pid {pid})' if pid else ''}; stop it before resuming")
-        try:
-            _check_resumable(run)
-            status = {
-                **run.status,
-                "state": "queued",
-                "error": None,
-                "ended": None,
-                "pid": None,
-                "heartbeat": time.time(),
-            }
-            atomic_write_json(run.status_path, status)
-        finally:
-            os.close(fd)
+    with claim_run(run, "before resuming"):
+        _check_resumable(run)
+        status = {
+            **run.status,
+            "state": "queued",
+            "error": None,
+            "ended": None,
+            "pid": None,
+            "heartbeat": time.time(),
+        }
+        atomic_write_json(run.status_path, status)
     spawn(run.path, resume=True)
     return run.refresh()
 

@@ -20,6 +20,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,29 @@ WORKER_EXIT_SECONDS = 10.0
 # lock_run's lock is per process: this one serialises the threads of one client (a double key
 # press, a delete in the background) that claim a run (resume_run, delete_run).
 CLAIM = threading.Lock()
+
+
+@contextmanager
+def claim_run(run: Run, then: str) -> Iterator[None]:
+    """Hold ``run`` against every other claim (resume, delete) for the ``with`` block: this
+    process's threads by ``CLAIM``, other processes and a live worker by the worker lock
+    (waiting up to ``WORKER_EXIT_SECONDS`` for a worker that is ending). A RunError, with
+    ``then`` as its advice, when a worker lives on."""
+    with CLAIM:
+        try:
+            fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
+        except FileNotFoundError:
+            raise RunError(f"run {run.id} no longer exists") from None
+        except OSError as exc:
+            raise RunError(f"cannot lock run {run.id}: {exc.strerror or exc}") from None
+        if fd is None:
+            pid = run.status.get("pid")
+            raise RunError(f"run {run.id} still has a live worker"
+                           f"{f' (pid {pid})' if pid else ''}; stop it {then}")
+        try:
+            yield
+        finally:
+            os.close(fd)
 
 
 def lock_run(path: Path, wait: float = 0.0) -> int | None:
@@ -510,16 +535,11 @@ def delete_run(run: Run) -> None:
 
     if run.refresh().is_active:
         raise RunError(f"run {run.id} is still {run.state}; cancel it first")
-    with CLAIM:
-        fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
-        if fd is None:  # shown as lost (a stale heartbeat) while its worker lives on
-            raise RunError(f"run {run.id} still has a live worker; stop it first")
-        try:  # held until the folder is gone: no resume starts a worker in a half-deleted run
-            if run.refresh().is_active:  # resumed by another client meanwhile
-                raise RunError(f"run {run.id} is {run.state} again; cancel it first")
-            shutil.rmtree(run.path)
-        finally:
-            os.close(fd)
+    # Held until the folder is gone: no resume starts a worker in a half-deleted run.
+    with claim_run(run, "first"):
+        if run.refresh().is_active:  # resumed by another client meanwhile
+            raise RunError(f"run {run.id} is {run.state} again; cancel it first")
+        shutil.rmtree(run.path)
 
 
 def _hostname() -> str:

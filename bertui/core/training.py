@@ -434,6 +434,11 @@ def make_trainer(
 EPOCH_RNG_FILE = "bertui_epoch_rng.safetensors"
 
 
+def at_epoch_end(st: Any) -> bool:
+    """Whether a TrainerState stands at an epoch's end (its epoch count is whole)."""
+    return st.epoch is not None and abs(st.epoch - round(st.epoch)) < 1e-6
+
+
 def make_epoch_order_callback() -> Any:
     """A TrainerCallback that gives a resumed run the batch order of the run it continues.
 
@@ -484,8 +489,7 @@ def make_epoch_order_callback() -> Any:
             # The state a resume from this checkpoint starts its epoch with: mid-epoch, this
             # epoch's start; at an epoch's end (after its evaluation), the state now, which is
             # where the next epoch starts.
-            at_end = st.epoch is not None and abs(st.epoch - round(st.epoch)) < 1e-6
-            state = capture() if at_end else self.epoch_start
+            state = capture() if at_epoch_end(st) else self.epoch_start
             folder = Path(args.output_dir) / f"checkpoint-{st.global_step}"
             if state is not None and folder.is_dir():
                 from safetensors.torch import save_file
@@ -568,7 +572,7 @@ def make_events_callback(
             # DataLoader pass takes a seed), so the checkpoint would hold a generator state the
             # uninterrupted run never had, and the resumed run's dropout would differ. The
             # checkpoint saved at the step's end is the one to keep.
-            if stop_requested() and st.epoch is not None and abs(st.epoch - round(st.epoch)) > 1e-6:
+            if stop_requested() and not at_epoch_end(st):
                 control.should_evaluate = False
                 control.should_save = False
             return control
