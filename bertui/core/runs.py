@@ -28,6 +28,20 @@ from typing import Any
 
 import tomllib
 
+# The run directory's names, in one place (workers, clients, tests and benchmarks use these).
+CONFIG_FILE = "config.toml"
+STATUS_FILE = "status.json"
+EVENTS_FILE = "events.jsonl"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.npz"
+MODEL_DIR = "model"
+ARMS_DIR = "arms"
+CHECKPOINTS_DIR = "checkpoints"
+LOG_FILE = "worker.log"
+LOCK_FILE = "worker.lock"
+HEAD_FILE = "pretrained_head.safetensors"
+PROBE_FILE = "probe.safetensors"
+
 EVENT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "cancelled", "lost")
 ACTIVE_STATES = ("queued", "running")
@@ -112,7 +126,7 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 # --- the worker lock --------------------------------------------------------------------------
 
-WORKER_LOCK = "worker.lock"
+WORKER_LOCK = LOCK_FILE
 # A worker lets go of its lock a moment after it records its end (cancelled, failed): a client
 # that read that end waits this long for it before it calls the worker alive.
 WORKER_EXIT_SECONDS = 10.0
@@ -302,31 +316,39 @@ class Run:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.toml"
+        return self.path / CONFIG_FILE
 
     @property
     def status_path(self) -> Path:
-        return self.path / "status.json"
+        return self.path / STATUS_FILE
 
     @property
     def events_path(self) -> Path:
-        return self.path / "events.jsonl"
+        return self.path / EVENTS_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
+        return self.path / METRICS_FILE
 
     @property
     def model_dir(self) -> Path:
-        return self.path / "model"
+        return self.path / MODEL_DIR
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def log_path(self) -> Path:
-        return self.path / "worker.log"
+        return self.path / LOG_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    @property
+    def arms_dir(self) -> Path:
+        return self.path / ARMS_DIR
 
     @classmethod
     def load(cls, path: Path) -> Run:
@@ -465,9 +487,9 @@ def create_run(config: dict[str, Any], home: Path | None = None) -> Run:
         **{k: v for k, v in config.items() if k != "name"},
     }
     try:
-        atomic_write_text(path / "config.toml", tomli_w.dumps(_toml_clean(config)))
+        atomic_write_text(path / CONFIG_FILE, tomli_w.dumps(_toml_clean(config)))
         atomic_write_json(
-            path / "status.json",
+            path / STATUS_FILE,
             {"state": "queued", "created": time.time(), "host": _hostname()},
         )
     except OSError as exc:
@@ -501,7 +523,7 @@ def list_runs(home: Path | None = None) -> list[Run]:
     runs = []
     for path in entries:
         try:
-            if path.is_dir() and (path / "config.toml").exists():
+            if path.is_dir() and (path / CONFIG_FILE).exists():
                 runs.append(Run.load(path))
         except OSError:  # Path.exists raises PermissionError on Python < 3.12
             continue
@@ -512,7 +534,7 @@ def find_run(ref: str, home: Path | None = None) -> Run:
     """A run by id, unique id prefix, name, or path to its directory."""
     candidate = Path(ref).expanduser()
     try:
-        if candidate.is_dir() and (candidate / "config.toml").exists():
+        if candidate.is_dir() and (candidate / CONFIG_FILE).exists():
             return Run.load(candidate)
     except OSError as exc:
         raise RunError(f"cannot read {candidate}: {exc.strerror or exc}") from None
