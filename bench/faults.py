@@ -12,7 +12,10 @@ On a tiny random BERT (built here, in a temp folder) and the embedded demo data,
 
 2. **Worker kills** — ``--kills N`` runs (1 epoch, batch 8, so 45 steps, a checkpoint every
    ~0.3 s). Each is SIGKILLed at a random point: a random training step in 0..total-1, where
-   0 means while it is still loading or measuring the baselines (before any checkpoint). Then
+   0 means while it is still loading or measuring the baselines (before any checkpoint). A
+   worker to be killed at step N is started with ``BERTUI_TEST_PAUSE_AT_STEP=N`` (see
+   bertui.worker): it pauses at the end of step N, before that step's log line and checkpoint,
+   and is killed there, so the kill lands at that step however fast the CPU is. Then
    ``bertui runs --json`` must show it ``lost``; ``bertui resume`` continues it in the same run
    folder; it must finish with a complete metrics.json (pretrained, probe, finetuned, train) and
    a model that ``transformers.pipeline`` loads and runs. Counted: kills, shown as lost, resumed
@@ -64,11 +67,17 @@ from test_bad_input import CASES, make_bad_files, run_case  # noqa: E402
 
 from bertui.core.runs import (  # noqa: E402
     ACTIVE_STATES,
+    CHECKPOINTS_DIR,
+    EVENTS_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    STATUS_FILE,
     Run,
     last_checkpoint,
     pid_alive,
     read_json,
 )
+from bertui.worker import PAUSE_ENV  # noqa: E402
 from conftest import bertui_cmd, make_tiny_model, run_bertui  # noqa: E402
 
 RUN_ARGS = (
@@ -120,13 +129,14 @@ def parse(lines: list[bytes]) -> list[dict[str, Any]]:
 
 
 def train_steps(path: Path) -> list[int]:
-    raw = (path / "events.jsonl").read_bytes() if (path / "events.jsonl").exists() else b""
+    raw = (path / EVENTS_FILE).read_bytes() if (path / EVENTS_FILE).exists() else b""
     return [e["step"] for e in parse(lines_of(raw)) if e.get("type") == "train"]
 
 
-def start_detached(home: Path, model: Path, *extra: str) -> Path:
+def start_detached(home: Path, model: Path, *extra: str, env: dict | None = None) -> Path:
     proc = run_bertui(
-        "train", "--detach", "--model", str(model), *RUN_ARGS, *extra, home=home, timeout=180
+        "train", "--detach", "--model", str(model), *RUN_ARGS, *extra, home=home, timeout=180,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"bertui train --detach failed: {proc.stderr.strip()}")
@@ -135,12 +145,31 @@ def start_detached(home: Path, model: Path, *extra: str) -> Path:
 
 def running_pid(path: Path, timeout: float = 120) -> tuple[int, float] | None:
     def check():
-        status = read_json(path / "status.json", {}) or {}
+        status = read_json(path / STATUS_FILE, {}) or {}
         if status.get("state") == "running" and status.get("pid"):
             return int(status["pid"]), float(status.get("pid_started") or 0) or None
         return None
 
     return wait_for(check, timeout, 0.02)
+
+
+def paused_pid(path: Path, step: int, timeout: float = RUN_TIMEOUT) -> tuple[int, float] | None:
+    """The pid of the run's worker once it pauses at ``step`` (None if it never does)."""
+
+    def check():
+        status = read_json(path / STATUS_FILE, {}) or {}
+        if status.get("state") == "running" and status.get("paused_at_step") == step:
+            return int(status["pid"]), float(status.get("pid_started") or 0) or None
+        return None
+
+    return wait_for(check, timeout, 0.02)
+
+
+def demo_steps(batch_size: int = 8) -> int:
+    """Training steps of one epoch on the demo data (the bench's runs)."""
+    from bertui.core.data import DEMO_SPEC, prepare
+
+    return -(-len(prepare(DEMO_SPEC).train) // batch_size)
 
 
 def shown_state(home: Path, run_id: str) -> str | None:
@@ -151,11 +180,11 @@ def shown_state(home: Path, run_id: str) -> str | None:
 
 
 def metrics_complete(path: Path) -> tuple[bool, str]:
-    metrics = read_json(path / "metrics.json", {}) or {}
+    metrics = read_json(path / METRICS_FILE, {}) or {}
     missing = [k for k in ("pretrained", "probe", "finetuned", "train") if not metrics.get(k)]
     if missing:
         return False, f"metrics.json lacks {', '.join(missing)}"
-    model = path / "model"
+    model = path / MODEL_DIR
     if not (model / "config.json").exists() or not list(model.glob("*.safetensors")):
         return False, "no saved model"
     return True, ""
@@ -169,7 +198,7 @@ def model_loads(path: Path) -> tuple[bool, str]:
 
         quiet_transformers()
 
-        clf = pipeline("text-classification", model=str(path / "model"), device="cpu")
+        clf = pipeline("text-classification", model=str(path / MODEL_DIR), device="cpu")
         out = clf(["a lovely evening out", "a dreadful evening out"])
         return len(out) == 2 and all("label" in o for o in out), ""
     except Exception as exc:  # noqa: BLE001 - a figure, not a crash
@@ -183,7 +212,7 @@ def bench_bad_inputs(work: Path, model: Path, finished: Path) -> dict[str, Any]:
     bad = make_bad_files(work / "bad-input", model)
     home = work / "bad-home"
     shutil.copytree(
-        finished, home / "runs" / finished.name, ignore=shutil.ignore_patterns("checkpoints")
+        finished, home / "runs" / finished.name, ignore=shutil.ignore_patterns(CHECKPOINTS_DIR)
     )
     where = {
         "model": str(model),
@@ -216,9 +245,10 @@ def bench_bad_inputs(work: Path, model: Path, finished: Path) -> dict[str, Any]:
 
 
 def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[str, Any]:
-    path = start_detached(home, model, "--name", f"kill-{index}")
-    total = -(-int(Run.load(path).config["data"]["train_rows"]) // 8)
+    total = demo_steps()
     target = rng.randint(0, total - 1)
+    env = {PAUSE_ENV: str(target)} if target else None
+    path = start_detached(home, model, "--name", f"kill-{index}", env=env)
     result: dict[str, Any] = {"run": path.name, "target_step": target, "total_steps": total}
     started = running_pid(path)
     if started is None:
@@ -227,17 +257,15 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
     pid, pid_started = started
     if target == 0:
         time.sleep(rng.uniform(0.0, 2.0))  # somewhere in loading / baselines
-    else:
-        reached = wait_for(lambda: (s := train_steps(path)) and max(s) >= target, RUN_TIMEOUT, 0.01)
-        if not reached:
-            result["error"] = f"never reached step {target} (state {Run.load(path).state})"
-            return result
+    elif paused_pid(path, target) is None:
+        result["error"] = f"never paused at step {target} (state {Run.load(path).state})"
+        return result
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid, pid_started), 30, 0.05)
-    raw = (path / "events.jsonl").read_bytes()
+    raw = (path / EVENTS_FILE).read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
     steps = train_steps(path)
-    checkpoint = last_checkpoint(path / "checkpoints")
+    checkpoint = last_checkpoint(path / CHECKPOINTS_DIR)
     result.update(
         killed_at_step=max(steps) if steps else 0,
         checkpoint_step=int(checkpoint.name.split("-")[1]) if checkpoint else 0,
@@ -273,7 +301,7 @@ def one_kill(home: Path, model: Path, rng: random.Random, index: int) -> dict[st
     if not result["resumed_to_completion"]:
         result["error"] = why or why_model or f"ended {state}: {Run.load(path).status.get('error')}"
 
-    after = (path / "events.jsonl").read_bytes()
+    after = (path / EVENTS_FILE).read_bytes()
     pre_lines, post_lines = lines_of(complete), lines_of(after)
     result["prefix_intact"] = after.startswith(complete)
     result["events_before_kill"] = len(pre_lines)
@@ -379,7 +407,7 @@ def bench_tui_kills(work: Path, home: Path, model: Path, kills: int) -> dict[str
                 wait_for(lambda p=pane_pid: not pid_alive(p), 10, 0.1)
             r["tui_gone"] = not pid_alive(pane_pid)
             r["final_state"] = wait_done(path)
-            status = read_json(path / "status.json", {}) or {}
+            status = read_json(path / STATUS_FILE, {}) or {}
             r["same_worker"] = status.get("pid") == r["worker_pid"] and not status.get("resumed")
             r["finished"] = r["final_state"] == "finished" and metrics_complete(path)[0]
             results.append(r)

@@ -12,8 +12,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bertui.core.events import RunHistory
+    from bertui.core.schema import Field
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 STATE_EXIT = {
@@ -35,18 +40,49 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-
-
 def number(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def flag_type(field: Field) -> Callable[[str], Any]:
+    """A run option's flag parser: the schema field's parsing and bounds, so that the flag
+    itself refuses a value out of range (``--batch-size -3``), in argparse's one line."""
+    from bertui.core.schema import FieldError
+
+    def parse(text: str) -> Any:
+        try:
+            value = field.parse(text)
+            field.check(value)
+        except FieldError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+        return value
+
+    parse.__name__ = field.name
+    return parse
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """``bertui train``'s flags: one per run-schema field (a bool's flag turns its default
+    around; a list's drop flags take a name out of it: ``--no-probe``)."""
+    from bertui.core.schema import FIELDS, drop_dest
+
+    for field in FIELDS:
+        if field.kind is bool:
+            action = "store_false" if field.default else "store_true"
+            parser.add_argument(field.flag, dest=field.name, action=action, help=field.spec.help)
+        else:
+            parser.add_argument(
+                field.flag,
+                dest=field.name,
+                type=flag_type(field),
+                default=field.default,
+                help=field.spec.help,
+            )
+        for flag, _name, text in field.spec.drop_flags:
+            parser.add_argument(flag, dest=drop_dest(flag), action="store_true", help=text)
 
 
 def build_parser() -> Parser:
@@ -58,80 +94,7 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", parser_class=Parser)
 
     t = sub.add_parser("train", help="start a fine-tuning run (and follow it)")
-    t.add_argument("--model", default="default", help="'default', a local folder or a hub id")
-    t.add_argument(
-        "--dataset",
-        default="demo",
-        help="'demo', a csv/tsv/json/jsonl/parquet file or a hub dataset ID[:CONFIG][@SPLIT]",
-    )
-    t.add_argument("--eval-dataset", help="a separate eval file or dataset (or @SPLIT)")
-    t.add_argument("--eval-split", help="eval split of a hub dataset")
-    t.add_argument("--split", help="train split of a hub dataset (default: train)")
-    t.add_argument(
-        "--holdout",
-        type=number,
-        default=0.2,
-        help="fraction held out for eval when there is no eval data (default 0.2)",
-    )
-    t.add_argument("--text-column")
-    t.add_argument("--label-column")
-    t.add_argument("--epochs", type=number, default=3.0)
-    t.add_argument(
-        "--lr",
-        type=number,
-        dest="learning_rate",
-        help="learning rate (default: by model size, 1e-4 for MiniLM)",
-    )
-    t.add_argument("--batch-size", type=positive_int, help="default 16 on CPU, 64 on GPU")
-    t.add_argument("--max-length", type=positive_int, default=128)
-    t.add_argument("--max-train-samples", type=positive_int)
-    t.add_argument("--max-eval-samples", type=positive_int)
-    t.add_argument("--seed", type=positive_int, default=0)
-    t.add_argument("--precision", default="auto", help="auto|bf16|fp16|fp32")
-    t.add_argument("--no-probe", dest="probe", action="store_false", help="skip the linear probe")
-    t.add_argument("--name")
-    t.add_argument(
-        "--auto-batch-size",
-        action="store_true",
-        help="on out-of-memory, retry with a smaller batch",
-    )
-    t.add_argument(
-        "--checkpoint-minutes",
-        type=number,
-        default=2.0,
-        help="save a checkpoint at least this often (default 2; 0 = each epoch only)",
-    )
-    t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
-    t.add_argument(
-        "--no-compact-vocab",
-        dest="compact_vocab",
-        action="store_false",
-        help="train every word-embedding row, not only those the data uses",
-    )
-    t.add_argument(
-        "--fast-dropout",
-        action="store_true",
-        help="on CPU, draw dropout masks from 64-bit random words: a faster step, another "
-        "random stream than torch's dropout (see README)",
-    )
-    t.add_argument("--torch-compile", action="store_true")
-    t.add_argument(
-        "--no-events",
-        dest="monitor_events",
-        action="store_false",
-        help="write only the essential events (for overhead measurements)",
-    )
-    t.add_argument("--no-telemetry", dest="monitor_telemetry", action="store_false")
-    t.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="allow pickled (*.bin) weights, which can run code when loaded",
-    )
-    t.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run code from the model repository (only for repositories you trust)",
-    )
+    add_run_flags(t)
     t.add_argument("--detach", action="store_true", help="print the run id and return at once")
     t.add_argument("--json", action="store_true", help="print metrics.json at the end")
     t.add_argument("--quiet", action="store_true", help="no progress display")
@@ -227,14 +190,11 @@ def open_app(run_ref: str | None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bertui.core.hub import go_offline_if_unreachable
-    from bertui.core.launch import RunOptions, build_config, start_run, validate_options
+    from bertui.core.launch import build_config, start_run
+    from bertui.core.schema import options_from_flags, validate_options
 
-    fields = RunOptions.__dataclass_fields__
-    options = RunOptions(
-        **{k: v for k, v in vars(args).items() if k in fields and k != "dataset"},
-        dataset=args.dataset,
-    )
-    validate_options(options)  # cheap checks before anything slow
+    options = options_from_flags(vars(args))
+    validate_options(options)  # cheap checks before anything slow (the arms after --no-probe)
     go_offline_if_unreachable()
     config = build_config(options)
     run = start_run(config)
@@ -246,36 +206,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def follow(run: Any, *, as_json: bool = False, quiet: bool = False) -> int:
     """Follow a run until it ends: one live progress line on stderr; Ctrl-C cancels the run."""
+    from bertui.core.events import EventReader, RunHistory
     from bertui.core.launch import cancel_run
-    from bertui.core.runs import EventReader
 
-    reader = EventReader(run.events_path)
+    reader, history = EventReader(run.events_path), RunHistory()
     tty = sys.stderr.isatty()
     show = not quiet
     if show:
         print(f"run {run.id}  (folder {run.path})", file=sys.stderr)
     last_line, last_print = "", 0.0
-    phase, progress, last_eval = "starting", {}, None
     try:
         while True:
             for event in reader.read_new():
-                kind = event.get("type")
-                if kind == "phase":
-                    phase = event.get("name", phase)
-                elif kind == "progress":
-                    progress = event
-                elif kind == "eval":
-                    last_eval = event
-                elif kind == "baseline" and show:
-                    print(
-                        f"\r{_clear(tty)}{event['name']}: accuracy {event['accuracy']:.4f}",
-                        file=sys.stderr,
-                    )
-                elif kind == "log" and event.get("level") == "warning" and show:
-                    print(f"\r{_clear(tty)}warning: {event.get('message')}", file=sys.stderr)
+                history.apply(event)
+                note = event_note(event) if show else None
+                if note:
+                    print(f"\r{_clear(tty)}{note}", file=sys.stderr)
             state = run.refresh().state
             if show:
-                line = progress_line(phase, progress, last_eval)
+                line = progress_line(history)
                 now = time.time()
                 if tty and line != last_line:
                     print(f"\r{_clear(tty)}{line}", end="", file=sys.stderr, flush=True)
@@ -302,7 +251,21 @@ def _clear(tty: bool) -> str:
     return "\x1b[2K" if tty else ""
 
 
-def progress_line(phase: str, progress: dict[str, Any], last_eval: dict[str, Any] | None) -> str:
+def event_note(event: dict[str, Any]) -> str | None:
+    """The line an event gets of its own above the progress line: a baseline's accuracy, a
+    warning."""
+    kind = event.get("type")
+    if kind == "baseline":
+        return f"{event['name']}: accuracy {event['accuracy']:.4f}"
+    if kind == "log" and event.get("level") == "warning":
+        return f"warning: {event.get('message')}"
+    return None
+
+
+def progress_line(history: RunHistory) -> str:
+    """The live line: the phase, or during training the step, epoch, speed, ETA and the newest
+    eval accuracy (from a ``RunHistory``)."""
+    phase, progress, last_eval = history.phase or "starting", history.progress, history.last_eval
     if phase != "training" or not progress:
         return f"{phase}…"
     step, total = progress.get("step", 0), progress.get("total_steps") or 0
@@ -462,7 +425,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from bertui.core.runs import delete_run, find_run
+    from bertui.core.launch import delete_run
+    from bertui.core.runs import find_run
 
     run = find_run(args.run)
     delete_run(run)

@@ -1,24 +1,31 @@
 """The run process: ``python -m bertui.worker RUN_DIR [--resume]``.
 
 All that it knows comes from ``RUN_DIR/config.toml``; all that it tells goes into ``RUN_DIR``
-(status.json, events.jsonl, metrics.json, model/, checkpoints/). It runs in its own session,
-with no terminal, so that closing the TUI or losing SSH does not stop it.
-
-``python -m bertui.worker --spawn RUN_DIR [--resume]`` starts such a worker fully detached (a
-new session, reparented away from the caller, output to worker.log) and prints its pid.
+(status.json, events.jsonl, metrics.json, model/, checkpoints/). It is started detached (a new
+session, no terminal, output to worker.log) by ``bertui.core.process.spawn``, so that closing
+the TUI or losing SSH does not stop it.
 
 Signals: SIGTERM or SIGINT = cancel (stop at the next step, save a checkpoint, state
 ``cancelled``); SIGHUP is ignored. Any exception = state ``failed`` with a one-line reason in
-status.json and the traceback in worker.log.
+status.json and the traceback in worker.log. Two daemon threads run beside the work: the
+heartbeat (status.json every ``HEARTBEAT_SECONDS``) and, in a loop of its own, the telemetry
+sampler, so that a sample that raises or hangs never stops the heartbeat.
+
+Test only: with ``BERTUI_TEST_PAUSE_AT_STEP=N`` in its environment, the worker pauses at the
+end of training step N (before anything is saved at that step), writes ``paused_at_step: N``
+to status.json, and waits for a signal: SIGTERM then cancels at exactly step N (its checkpoint
+saved), SIGKILL kills it there, SIGUSR1 lets it go on. Tests that stop a worker at a step use
+it, so that where it stops does not depend on the CPU's speed. After ``PAUSE_LIMIT_SECONDS``
+without a signal it goes on by itself (a test that died leaves no worker waiting forever).
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,15 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
+from bertui.core.events import ESSENTIAL_TYPES, append_event, make_event
+from bertui.core.process import WORKER_MODULE, lock_run
 from bertui.core.runs import (
+    CONFIG_FILE,
     HEARTBEAT_SECONDS,
+    STATUS_FILE,
     Run,
-    append_event,
     atomic_write_json,
-    lock_run,
-    make_event,
     read_json,
 )
+from bertui.core.telemetry import Periodic, Sampler
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -62,11 +71,9 @@ class Recorder:
     def beat(self) -> None:
         self.set(**{k: v for k, v in self.live.items() if v is not None})
 
-    # Written even with monitoring events off (they carry the run's outcome, not its pulse).
-    ESSENTIAL = frozenset({"run_start", "run_end", "resume", "phase", "baseline", "eval", "log"})
-
     def emit(self, type_: str, step: int | None = None, **fields: Any) -> None:
-        if not self.enabled or (not self.events_on and type_ not in self.ESSENTIAL):
+        # With monitoring events off, only the essential ones (the outcome, not the pulse).
+        if not self.enabled or (not self.events_on and type_ not in ESSENTIAL_TYPES):
             return
         step = self.live.get("step", 0) if step is None else step
         append_event(self.run.events_path, make_event(type_, step or 0, **fields))
@@ -76,7 +83,20 @@ class Recorder:
         self.emit("log", level=level, message=message)
 
 
+PAUSE_ENV = "BERTUI_TEST_PAUSE_AT_STEP"  # test only: see the module docstring
+PAUSE_LIMIT_SECONDS = 600.0
+
+
+def pause_step_from_env() -> int | None:
+    """The step named by ``BERTUI_TEST_PAUSE_AT_STEP`` (test only), or None."""
+    value = os.environ.get(PAUSE_ENV, "").strip()
+    return int(value) if value.isdigit() else None
+
+
 class Worker:
+    """One run's process: the signals, the background threads, and the end state it records
+    around ``run_experiment``. It is the engine's control (``ctl``)."""
+
     def __init__(self, run_dir: Path, resume: bool = False) -> None:
         self.run = Run.load(run_dir)
         if not self.run.config:
@@ -88,7 +108,9 @@ class Worker:
         self.resume = resume
         self.stop_requested = False
         self.training = False
-        self.heartbeat: Any = None
+        self.pause_at = pause_step_from_env()
+        self.go_on = False  # SIGUSR1 during a test pause
+        self.background: list[Periodic] = []
 
     # signals ---------------------------------------------------------------------------------
 
@@ -99,11 +121,27 @@ class Worker:
 
             raise Cancelled(signal.Signals(signum).name)
 
+    def _on_go_on(self, _signum: int, _frame: Any) -> None:
+        self.go_on = True
+
     def check_cancel(self) -> None:
         if self.stop_requested:
             from bertui.core.training import Cancelled
 
             raise Cancelled("SIGTERM")
+
+    def at_step(self, step: int, saved: bool) -> None:
+        """Called by the engine at every training step's end (``saved=False``, before it looks
+        at ``stop_requested``) and after every checkpoint (``saved=True``). Only the test pause
+        (``BERTUI_TEST_PAUSE_AT_STEP``) does anything here."""
+        if self.pause_at is None or saved or step != self.pause_at:
+            return
+        self.rec.set(paused_at_step=step)
+        print(f"test pause at step {step}: waiting for a signal", flush=True)
+        deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+        while not (self.stop_requested or self.go_on) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a signal's handler runs in between (this is the main thread)
+        self.rec.set(paused_at_step=None)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -113,39 +151,44 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_signal)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if self.pause_at is not None:
+            signal.signal(signal.SIGUSR1, self._on_go_on)
         import psutil
 
-        me = psutil.Process()
         first_start = self.rec.status.get("started")
         self.rec.set(
             state="running",
             pid=os.getpid(),
-            pid_started=me.create_time(),
+            pid_started=psutil.Process().create_time(),
             host=socket.gethostname(),
             started=first_start or time.time(),
             ended=None,
             error=None,
             resumed=self.resume or None,
+            paused_at_step=None,
         )
-        self.heartbeat = self._start_heartbeat()
+        self.start_background()
         code = EXIT_FAILED
         try:
             code = self.execute()
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
             code = self._fail(exc)
         finally:
-            self.heartbeat.stop()
+            self.stop_background()
         return code
 
-    def _start_heartbeat(self):
-        from bertui.core.telemetry import Sampler
+    def start_background(self) -> None:
+        """The heartbeat (status.json every HEARTBEAT_SECONDS) and the telemetry sampler, each
+        in a daemon thread of its own: a sample that raises or hangs cannot delay a beat."""
+        self.background = [Periodic(self.rec.beat, HEARTBEAT_SECONDS, "bertui-heartbeat").start()]
+        if self.telemetry_on:
+            sampler = Sampler(lambda sample: self.rec.emit("telemetry", **sample),
+                              interval=HEARTBEAT_SECONDS)
+            self.background.append(sampler.start())
 
-        def tick(sample: dict[str, Any]) -> None:
-            self.rec.beat()
-            if self.telemetry_on:
-                self.rec.emit("telemetry", **sample)
-
-        return Sampler(tick, interval=HEARTBEAT_SECONDS).start()
+    def stop_background(self) -> None:
+        for thread in self.background:
+            thread.stop()
 
     def _fail(self, exc: BaseException) -> int:
         from bertui.core.training import Cancelled
@@ -159,10 +202,9 @@ class Worker:
         return self._end("failed", message, EXIT_FAILED)
 
     def _end(self, state: str, error: str | None, code: int) -> int:
-        # The heartbeat thread stops (and is joined) first: run_end is the log's last line and
-        # the end state the last status written, never followed by a telemetry tick.
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
+        # The background threads stop (and are joined) first: run_end is the log's last line
+        # and the end state the last status written, never followed by a beat or a sample.
+        self.stop_background()
         try:
             self.rec.set(state=state, ended=time.time(), error=error)
             self.rec.emit("run_end", state=state, error=error)
@@ -204,67 +246,26 @@ def describe_failure(exc: BaseException, batch_size: int | None, run_dir: Path) 
     return f"{name}: {text}" if text else name
 
 
-def spawn(run_dir: Path, resume: bool = False) -> int:
-    """Start a detached worker for ``run_dir`` and return its pid.
-
-    The worker is started through a short-lived launcher in a new session, so it is no child of
-    the caller (no zombie when it ends, no SIGHUP when the terminal goes) and its output goes
-    to worker.log.
-    """
-    cmd = [sys.executable, "-m", "bertui.worker", "--spawn", str(run_dir)]
-    if resume:
-        cmd.append("--resume")
-    out = subprocess.run(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        start_new_session=True,
-        check=False,
-        timeout=60,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {WORKER_MODULE}",
+        description="Run one bertui run (started detached by bertui train / resume).",
     )
-    if out.returncode != 0 or not out.stdout.strip().isdigit():
-        raise RuntimeError(
-            f"could not start the worker: {out.stderr.strip() or out.stdout.strip()}"
-        )
-    return int(out.stdout.strip())
-
-
-def _launch(run_dir: Path, resume: bool) -> int:
-    log = open(run_dir / "worker.log", "ab", buffering=0)  # noqa: SIM115 - handed to the child
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cmd = [sys.executable, "-m", "bertui.worker", str(run_dir)] + (["--resume"] if resume else [])
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        close_fds=True,
-        env=env,
-        cwd=run_dir,
-    )
-    print(proc.pid, flush=True)
-    return 0
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run's directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    resume = "--resume" in args
-    spawn_mode = "--spawn" in args
-    paths = [a for a in args if not a.startswith("--")]
-    if len(paths) != 1:
-        print("usage: python -m bertui.worker [--spawn] RUN_DIR [--resume]", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    run_dir = Path(paths[0]).resolve()
-    if not (run_dir / "config.toml").exists():
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # a usage error: argparse printed it; exit 2 (bad input)
+        return EXIT_BAD_INPUT if exc.code else 0
+    run_dir = args.run_dir.resolve()
+    if not (run_dir / CONFIG_FILE).exists():
         print(f"bertui.worker: no run at {run_dir}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if spawn_mode:
-        return _launch(run_dir, resume)
-    if read_json(run_dir / "status.json", {}).get("state") == "finished":
+    if read_json(run_dir / STATUS_FILE, {}).get("state") == "finished":
         print(f"bertui.worker: run {run_dir.name} already finished", file=sys.stderr)
         return EXIT_BAD_INPUT
     # One worker a run: rank 0 holds the run's lock until it exits (the kernel drops it then).
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return Worker(run_dir, resume=resume).main()
+        return Worker(run_dir, resume=args.resume).main()
     finally:
         if lock >= 0:  # every write is done: a resume need not wait for the interpreter's exit
             os.close(lock)

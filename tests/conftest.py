@@ -148,7 +148,7 @@ def shared_data() -> Path:
 
 HOLD = """
 import os, sys, time
-from bertui.core.runs import lock_run
+from bertui.core.process import lock_run
 fd = lock_run(sys.argv[1])
 print("held" if fd is not None else "busy", flush=True)
 if len(sys.argv) > 2 and os.fork() == 0:  # a child like a DataLoader worker, which outlives us

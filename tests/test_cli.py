@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from bertui.core.runs import Run, read_events
+from bertui.core.events import read_events
+from bertui.core.runs import Run
 from conftest import run_bertui
 
 

@@ -1,9 +1,10 @@
 """Faults a run must survive, injected for real: killed workers, cancels, dying clients, an
 unwritable home, failed writes, torn event lines, concurrent runs and concurrent run creation.
 
-The runs use the tiny random BERT on the demo data with a checkpoint every ~0.3 s, so that a
-kill at any training step has a recent checkpoint to resume from. Nothing sleeps for a fixed
-long time: everything polls with a deadline.
+The runs use the tiny random BERT on the demo data with a checkpoint every ~0.3 s. A test that
+stops a worker at a training step has the worker pause there (``BERTUI_TEST_PAUSE_AT_STEP``, see
+bertui.worker) and signals it while it waits, so where it stops never depends on the CPU's
+speed. Nothing sleeps for a fixed long time: everything polls with a deadline.
 """
 
 from __future__ import annotations
@@ -22,20 +23,28 @@ from pathlib import Path
 import pytest
 
 from bertui.core import runs as runs_mod
+from bertui.core.events import EventReader, read_events
 from bertui.core.runs import (
     ACTIVE_STATES,
-    EventReader,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EVENTS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    STATUS_FILE,
     Run,
     atomic_write_json,
     create_run,
     last_checkpoint,
     pid_alive,
-    read_events,
 )
+from bertui.worker import PAUSE_ENV
 from conftest import bertui_cmd, run_bertui
 
 RUN_TIMEOUT = 180.0
 FAST_CHECKPOINTS = ("--checkpoint-minutes", "0.005")  # a checkpoint every 0.3 s of training
+STEPS_PER_EPOCH = 360 // 8  # the demo's train split at --batch-size 8
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -63,7 +72,7 @@ def wait_done(path: Path, timeout: float = RUN_TIMEOUT) -> str:
     try:
         return wait_for(done, timeout, f"run {path.name} to end")
     except AssertionError:
-        log_path = path / "worker.log"
+        log_path = path / LOG_FILE
         log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
         raise AssertionError(
             f"run {path.name} still {run.state} after {timeout} s\n{log}"
@@ -71,27 +80,38 @@ def wait_done(path: Path, timeout: float = RUN_TIMEOUT) -> str:
 
 
 def train_steps(path: Path) -> list[int]:
-    return [e["step"] for e in read_events(path / "events.jsonl") if e.get("type") == "train"]
+    return [e["step"] for e in read_events(path / EVENTS_FILE) if e.get("type") == "train"]
 
 
-def wait_step(path: Path, step: int, timeout: float = RUN_TIMEOUT) -> int:
-    """Wait until the run has logged training step ``step`` and saved a checkpoint."""
+def pause_at(step: int) -> dict[str, str]:
+    """The environment in which a worker pauses at the end of training step ``step``."""
+    return {PAUSE_ENV: str(step)}
+
+
+def wait_paused(path: Path, step: int, timeout: float = RUN_TIMEOUT) -> tuple[int, float]:
+    """Wait until the run's worker pauses at ``step`` (started with ``pause_at(step)``); its pid
+    and process start time. It then waits there for SIGTERM (cancel at that step), SIGKILL or
+    SIGUSR1 (go on)."""
     run = Run.load(path)
 
-    def reached():
-        events = read_events(path / "events.jsonl")
-        steps = [e["step"] for e in events if e.get("type") == "train"]
-        saved = any(e.get("type") == "checkpoint" for e in events)
-        if steps and max(steps) >= step and saved:
-            return max(steps)
+    def paused():
+        status = runs_mod.read_json(path / STATUS_FILE, {}) or {}
+        if status.get("state") == "running" and status.get("paused_at_step") == step:
+            return int(status["pid"]), float(status["pid_started"])
         if run.refresh().state not in ACTIVE_STATES:
-            raise AssertionError(f"run {path.name} ended ({run.state}) before step {step}")
+            log = (path / LOG_FILE).read_text(errors="replace")[-3000:]
+            raise AssertionError(f"run {path.name} ended ({run.state}) before step {step}\n{log}")
         return None
 
-    return wait_for(reached, timeout, f"step {step} of {path.name}", interval=0.05)
+    return wait_for(paused, timeout, f"the worker of {path.name} to pause at step {step}")
 
 
-def start_detached(home: Path, model: Path, *extra: str) -> Path:
+def go_on(pid: int) -> None:
+    """Let a paused worker train on."""
+    os.kill(pid, signal.SIGUSR1)
+
+
+def start_detached(home: Path, model: Path, *extra: str, env: dict | None = None) -> Path:
     proc = run_bertui(
         "train",
         "--detach",
@@ -103,11 +123,12 @@ def start_detached(home: Path, model: Path, *extra: str) -> Path:
         *extra,
         home=home,
         timeout=120,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip()
     path = home / "runs" / run_id
-    assert (path / "config.toml").exists(), proc.stdout
+    assert (path / CONFIG_FILE).exists(), proc.stdout
     return path
 
 
@@ -117,32 +138,22 @@ def runs_json(home: Path) -> dict[str, dict]:
     return {row["id"]: row for row in json.loads(proc.stdout)}
 
 
-def worker_pid(path: Path) -> tuple[int, float]:
-    def running():
-        status = runs_mod.read_json(path / "status.json", {}) or {}
-        if status.get("state") == "running" and status.get("pid"):
-            return int(status["pid"]), float(status["pid_started"])
-        return None
-
-    return wait_for(running, 60, f"the worker of {path.name} to start")
-
-
 def assert_complete(path: Path, probe: bool = True) -> dict:
-    metrics = json.loads((path / "metrics.json").read_text())
+    metrics = json.loads((path / METRICS_FILE).read_text())
     for key in ("pretrained", "finetuned", "train"):
         assert metrics.get(key), f"metrics.json has no {key}: {sorted(metrics)}"
     if probe:
         assert metrics.get("probe"), "metrics.json has no probe"
     assert metrics["finetuned"]["accuracy"] is not None
-    assert (path / "model" / "config.json").exists()
-    assert list((path / "model").glob("*.safetensors"))
+    assert (path / MODEL_DIR / "config.json").exists()
+    assert list((path / MODEL_DIR).glob("*.safetensors"))
     return metrics
 
 
 def load_model(path: Path):
     from transformers import pipeline
 
-    clf = pipeline("text-classification", model=str(path / "model"), device="cpu")
+    clf = pipeline("text-classification", model=str(path / MODEL_DIR), device="cpu")
     out = clf(["a lovely evening", "a dreadful evening"])
     assert len(out) == 2 and all("label" in o for o in out)
     return out
@@ -152,14 +163,17 @@ def load_model(path: Path):
 
 
 def test_worker_sigkill_then_resume(tiny_model, bertui_home):
-    path = start_detached(bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8")
-    pid, started = worker_pid(path)
-    wait_step(path, 12)
+    # Killed in the second epoch: the first epoch's end (at least) is saved to resume from.
+    kill_at = STEPS_PER_EPOCH + 5
+    path = start_detached(bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8",
+                          env=pause_at(kill_at))
+    pid, started = wait_paused(path, kill_at)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid, started), 30, "the killed worker to be gone")
     killed_at = max(train_steps(path))
-    before = (path / "events.jsonl").read_bytes()
-    checkpoint = last_checkpoint(path / "checkpoints")
+    assert killed_at == kill_at - 1  # paused before its step's log line
+    before = (path / EVENTS_FILE).read_bytes()
+    checkpoint = last_checkpoint(path / CHECKPOINTS_DIR)
     assert checkpoint is not None
 
     # Clients see it as lost, with resume offered.
@@ -173,11 +187,11 @@ def test_worker_sigkill_then_resume(tiny_model, bertui_home):
     proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == path.name
-    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
+    assert wait_done(path) == "finished", (path / LOG_FILE).read_text()[-3000:]
 
-    after = (path / "events.jsonl").read_bytes()
+    after = (path / EVENTS_FILE).read_bytes()
     assert after.startswith(before), "events written before the kill were changed or lost"
-    events = read_events(path / "events.jsonl")
+    events = read_events(path / EVENTS_FILE)
     resumes = [e for e in events if e["type"] == "resume"]
     assert len(resumes) == 1 and resumes[0]["checkpoint"] == str(checkpoint)
     starts = [e for e in events if e["type"] == "run_start"]
@@ -194,7 +208,7 @@ def test_worker_sigkill_then_resume(tiny_model, bertui_home):
     metrics = assert_complete(path)
     assert metrics["train"]["resumed"] is True
     assert metrics["train"]["steps"] == total
-    status = json.loads((path / "status.json").read_text())
+    status = json.loads((path / STATUS_FILE).read_text())
     assert status["state"] == "finished" and status["resumed"] is True
     assert runs_json(bertui_home)[path.name]["status"] == "finished"
     load_model(path)
@@ -205,18 +219,18 @@ def test_worker_sigkill_then_resume(tiny_model, bertui_home):
 
 def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
     path = start_detached(
-        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe"
+        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe",
+        env=pause_at(5),
     )
-    pid, started = worker_pid(path)
-    wait_step(path, 5)
+    pid, started = wait_paused(path, 5)
     proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert Run.load(path).state == "cancelled"
     wait_for(lambda: not pid_alive(pid, started), 30, "the cancelled worker to exit")
-    checkpoint = last_checkpoint(path / "checkpoints")
-    assert checkpoint is not None
-    events = read_events(path / "events.jsonl")
+    checkpoint = last_checkpoint(path / CHECKPOINTS_DIR)
+    assert checkpoint is not None and checkpoint.name == "checkpoint-5"  # where it was stopped
+    events = read_events(path / EVENTS_FILE)
     assert events[-1]["type"] == "run_end" and events[-1]["state"] == "cancelled"
     assert runs_json(bertui_home)[path.name]["status"] == "cancelled"
 
@@ -227,7 +241,7 @@ def test_cancel_saves_a_checkpoint_and_resumes(tiny_model, bertui_home):
     metrics = json.loads(proc.stdout)
     assert metrics["finetuned"] and metrics["train"]["resumed"] is True
     assert Run.load(path).state == "finished"
-    events = read_events(path / "events.jsonl")
+    events = read_events(path / EVENTS_FILE)
     assert [e for e in events if e["type"] == "resume"][0]["checkpoint"] == str(checkpoint)
     assert_complete(path, probe=False)
 
@@ -237,32 +251,30 @@ def test_a_hung_worker_keeps_its_run(tiny_model, bertui_home):
     life) shows as lost once its heartbeat is minutes old, but it still holds the run's lock:
     resume is refused in one line, nothing is written, and the worker, woken, finishes alone."""
     path = start_detached(
-        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe"
+        bertui_home, tiny_model, "--epochs", "2", "--batch-size", "8", "--no-probe",
+        env=pause_at(3),
     )
-    pid, _ = worker_pid(path)
-    wait_step(path, 3)
+    pid, _ = wait_paused(path, 3)
     os.kill(pid, signal.SIGSTOP)
     try:
-        status = json.loads((path / "status.json").read_text())
+        status = json.loads((path / STATUS_FILE).read_text())
         status["heartbeat"] -= 10 * runs_mod.STALE_AFTER_SECONDS
-        atomic_write_json(path / "status.json", status)
+        atomic_write_json(path / STATUS_FILE, status)
         assert runs_json(bertui_home)[path.name]["status"] == "lost"
-        before = (path / "status.json").read_bytes()
+        before = (path / STATUS_FILE).read_bytes()
         proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
         line = _assert_one_line_exit_2(proc, "still has a live worker")
         assert f"pid {pid}" in line
-        assert (path / "status.json").read_bytes() == before
+        assert (path / STATUS_FILE).read_bytes() == before
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: Run.load(path).state != "lost", 30, "the woken worker's heartbeat")
-    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
-    events = read_events(path / "events.jsonl")
+    go_on(pid)
+    assert wait_done(path) == "finished", (path / LOG_FILE).read_text()[-3000:]
+    events = read_events(path / EVENTS_FILE)
     assert not [e for e in events if e["type"] == "resume"]
     assert len([e for e in events if e["type"] == "run_start"]) == 1
     assert_complete(path, probe=False)
-
-
-STEPS_PER_EPOCH = 360 // 8  # the demo's train split at --batch-size 8
 
 
 @pytest.mark.parametrize("stops", [
@@ -276,8 +288,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny_model, bertui_h
     """Stopped and resumed twice, a run trains on the same batches in the same order, with the
     same dropout masks, as one left alone: the fine-tuned weights are the same. (The Trainer
     draws each epoch's order from torch's generator, whose state a resumed process would
-    otherwise not share: rows trained twice, others never.) The worker is signalled directly,
-    as `bertui cancel` does, so that it stops within a step or two of where the test says."""
+    otherwise not share: rows trained twice, others never.) The worker pauses at each step the
+    test names and is signalled there (SIGTERM as `bertui cancel` sends it: it stops at
+    exactly that step, its checkpoint saved; SIGKILL: only the checkpoints before it remain)."""
     from safetensors.torch import load_file
 
     options = ("--epochs", "2", "--batch-size", "8", "--no-probe")
@@ -285,31 +298,29 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny_model, bertui_h
                        "--quiet", "--json", home=bertui_home, timeout=RUN_TIMEOUT)
     assert alone.returncode == 0, alone.stderr
     every = () if stops[0][0] == "term" else ("--checkpoint-minutes", "10")
-    path = start_detached(bertui_home, tiny_model, *options, *every)
-    for how, step in stops:
-        pid, started = worker_pid(path)
-        wait_step(path, step)
+    path = start_detached(bertui_home, tiny_model, *options, *every, env=pause_at(stops[0][1]))
+    for (how, step), then in zip(stops, [*stops[1:], None]):
+        pid, started = wait_paused(path, step)
         os.kill(pid, signal.SIGTERM if how == "term" else signal.SIGKILL)
         wait_for(lambda p=pid, s=started: not pid_alive(p, s), 60, "the stopped worker to exit")
-        proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
+        proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120,
+                          env=pause_at(then[1]) if then else None)
         assert proc.returncode == 0, proc.stderr
-    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
-    resumes = [e for e in read_events(path / "events.jsonl") if e["type"] == "resume"]
+    assert wait_done(path) == "finished", (path / LOG_FILE).read_text()[-3000:]
+    resumes = [e for e in read_events(path / EVENTS_FILE) if e["type"] == "resume"]
     assert len(resumes) == 2 and all(e["checkpoint"] for e in resumes)
-    first, second = (int(e["checkpoint"].rsplit("-", 1)[1]) for e in resumes)
-    if stops[0][0] == "kill":
-        assert first == STEPS_PER_EPOCH < second  # the epoch's end, then mid-epoch
-    else:
-        assert 0 < first < STEPS_PER_EPOCH < second < 2 * STEPS_PER_EPOCH
+    resumed_from = [int(e["checkpoint"].rsplit("-", 1)[1]) for e in resumes]
+    # A cancel saves the step it stops at; a kill leaves the first epoch's end.
+    assert resumed_from == [step if how == "term" else STEPS_PER_EPOCH for how, step in stops]
 
     reference = sorted((bertui_home / "runs").iterdir())[0]
     assert reference != path
-    a = load_file(str(reference / "model" / "model.safetensors"))
-    b = load_file(str(path / "model" / "model.safetensors"))
+    a = load_file(str(reference / MODEL_DIR / "model.safetensors"))
+    b = load_file(str(path / MODEL_DIR / "model.safetensors"))
     assert a.keys() == b.keys()
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst < 1e-5, f"the resumed run's weights differ by up to {worst}"
-    ma, mb = json.loads((reference / "metrics.json").read_text()), assert_complete(path, False)
+    ma, mb = json.loads((reference / METRICS_FILE).read_text()), assert_complete(path, False)
     assert ma["finetuned"]["accuracy"] == mb["finetuned"]["accuracy"]
 
 
@@ -323,21 +334,21 @@ def test_a_resume_on_relabelled_data_fails_in_one_line(tiny_model, bertui_home, 
     original = "text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows)
     data.write_text(original)
     path = start_detached(bertui_home, tiny_model, "--dataset", str(data), "--epochs", "2",
-                          "--batch-size", "4", "--no-probe")
-    wait_step(path, 3)
+                          "--batch-size", "4", "--no-probe", env=pause_at(3))
+    wait_paused(path, 3)
     proc = run_bertui("cancel", path.name, "--wait", "60", home=bertui_home, timeout=90)
     assert proc.returncode == 0, proc.stderr
     data.write_text(original.replace(",good", ",positive").replace(",bad", ",negative"))
     proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert wait_done(path) == "failed"
-    error = json.loads((path / "status.json").read_text())["error"]
+    error = json.loads((path / STATUS_FILE).read_text())["error"]
     assert "the data's labels changed since the run was created (bad, good then, negative, " \
            "positive now)" in error
     data.write_text(original)
     proc = run_bertui("resume", path.name, "--detach", home=bertui_home, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert wait_done(path) == "finished", (path / "worker.log").read_text()[-3000:]
+    assert wait_done(path) == "finished", (path / LOG_FILE).read_text()[-3000:]
 
 
 # --- (c) the client dies -----------------------------------------------------------------------
@@ -345,7 +356,7 @@ def test_a_resume_on_relabelled_data_fails_in_one_line(tiny_model, bertui_home, 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
 def test_client_dies_worker_finishes(tiny_model, bertui_home, tmp_path, sig):
-    env = {**os.environ, "BERTUI_HOME": str(bertui_home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "BERTUI_HOME": str(bertui_home), "HF_HUB_OFFLINE": "1", **pause_at(3)}
     with open(tmp_path / "client.err", "wb") as err:
         client = subprocess.Popen(
             bertui_cmd(
@@ -377,7 +388,7 @@ def test_client_dies_worker_finishes(tiny_model, bertui_home, tmp_path, sig):
             120,
             "the client to create its run",
         )
-        wait_step(path, 3)
+        pid, _ = wait_paused(path, 3)
         assert client.poll() is None, "the client ended early"
         os.killpg(client.pid, sig)  # the whole terminal session goes, as when SSH drops
         client.wait(timeout=30)
@@ -386,6 +397,7 @@ def test_client_dies_worker_finishes(tiny_model, bertui_home, tmp_path, sig):
             client.kill()
     assert client.returncode != 0
     assert Run.load(path).state == "running"
+    go_on(pid)
     assert wait_done(path) == "finished"
     assert_complete(path, probe=False)
 
@@ -502,8 +514,8 @@ def test_unserialisable_metrics_leave_no_file(tmp_path):
 
 def test_reader_survives_a_half_written_last_line(finished_run, bertui_home):
     path = bertui_home / "runs" / finished_run.name
-    shutil.copytree(finished_run, path, ignore=shutil.ignore_patterns("checkpoints", "model"))
-    events_path = path / "events.jsonl"
+    shutil.copytree(finished_run, path, ignore=shutil.ignore_patterns(CHECKPOINTS_DIR, MODEL_DIR))
+    events_path = path / EVENTS_FILE
     original = read_events(events_path)
     assert original
 
@@ -560,11 +572,11 @@ def test_two_runs_at_once(tiny_model, bertui_home):
     def read_all():
         while not stop.is_set():
             for p in paths:
-                for name in ("status.json", "metrics.json"):
+                for name in (STATUS_FILE, METRICS_FILE):
                     try:
                         json.loads((p / name).read_text())
                     except FileNotFoundError:
-                        if name == "status.json":
+                        if name == STATUS_FILE:
                             torn.append(f"{p.name}/{name} missing")
                     except ValueError:
                         torn.append(f"{p.name}/{name}")
@@ -603,7 +615,7 @@ def test_concurrent_create_run_never_collides(bertui_home):
     dirs = [p for p in (bertui_home / "runs").iterdir() if p.is_dir()]
     assert len(dirs) == n
     for p in dirs:
-        assert (p / "config.toml").exists()
-        assert json.loads((p / "status.json").read_text())["state"] == "queued"
+        assert (p / CONFIG_FILE).exists()
+        assert json.loads((p / STATUS_FILE).read_text())["state"] == "queued"
         assert (p.stat().st_mode & 0o777) == 0o700
     assert not [p for p in (bertui_home / "runs").rglob("*.tmp")]

@@ -96,3 +96,23 @@ def test_the_token_cache_key_covers_every_tokenizer_file(tiny_model, tmp_path):
     assert tokenizer_fingerprint(a) != tokenizer_fingerprint(b)
     (b / "merges.txt").write_text("#version: 0.2\nh e\n")
     assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+
+
+def test_training_and_the_arms_get_one_report():
+    """compute_metrics during training is ``classification_report``'s numbers (one code path,
+    not a copy): a class in neither the labels nor the predictions does not count in macro-F1,
+    and still has its row and column in the confusion matrix."""
+    y_true = [0, 0, 1, 1, 1]
+    y_pred = [0, 1, 1, 1, 0]  # label "c" (2) occurs nowhere
+    r = classification_report(y_true, y_pred, ["a", "b", "c"], use_evaluate=False)
+    # a: tp 1, fp 1, fn 1 -> f1 1/2;  b: tp 2, fp 1, fn 1 -> f1 2/3
+    assert r["accuracy"] == pytest.approx(3 / 5)
+    assert r["macro_f1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert r["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 0]]
+    assert r["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+    class Pred:
+        predictions = (np.eye(3)[y_pred] * 4.0, None)  # logits (and another output), as a model
+        label_ids = np.asarray(y_true)
+
+    assert accuracy_f1(Pred()) == {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from bertui.core import runs
+from bertui.core import process, runs
+from bertui.core.events import EventReader, append_event, make_event
+from bertui.core.launch import delete_run
 from bertui.core.runs import (
-    EventReader,
     Run,
     RunError,
-    append_event,
     atomic_write_json,
     create_run,
     find_run,
     list_runs,
-    make_event,
 )
 from conftest import hold_lock
 
@@ -144,9 +143,9 @@ def test_delete_refuses_an_active_run(bertui_home):
         run.status_path, {"state": "running", "pid": os.getpid(), "heartbeat": time.time()}
     )
     with pytest.raises(RunError, match="cancel it first"):
-        runs.delete_run(run.refresh())
+        delete_run(run.refresh())
     atomic_write_json(run.status_path, {"state": "finished"})
-    runs.delete_run(run.refresh())
+    delete_run(run.refresh())
     assert not run.path.exists()
 
 
@@ -190,24 +189,24 @@ def test_the_worker_lock_is_held_by_one_process_until_it_dies(bertui_home):
     run = create_run({"name": "locked"})
     holder = hold_lock(run.path)
     try:
-        assert runs.lock_run(run.path) is None
+        assert process.lock_run(run.path) is None
         start = time.monotonic()
-        assert runs.lock_run(run.path, wait=0.3) is None
+        assert process.lock_run(run.path, wait=0.3) is None
         assert time.monotonic() - start >= 0.3
     finally:
         holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
         holder.wait()
-    fd = runs.lock_run(run.path)
+    fd = process.lock_run(run.path)
     assert fd is not None
     os.close(fd)
     # A forked child (a DataLoader worker) does not inherit it: once the worker is gone, its
     # run is free even while such a child lingers.
     holder = hold_lock(run.path, "fork")
-    assert runs.lock_run(run.path) is None
+    assert process.lock_run(run.path) is None
     holder.stdin.write("\n")
     holder.stdin.flush()
     holder.wait()
-    fd = runs.lock_run(run.path)
+    fd = process.lock_run(run.path)
     assert fd is not None
     os.close(fd)
 
@@ -223,9 +222,9 @@ def test_a_run_whose_worker_lives_on_is_neither_resumed_nor_deleted(bertui_home,
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
     # how long a client waits for a worker that is ending
-    monkeypatch.setattr("bertui.core.runs.WORKER_EXIT_SECONDS", 0.5)
+    monkeypatch.setattr("bertui.core.process.WORKER_EXIT_SECONDS", 0.5)
     run = create_run({"name": "hung"})
     holder = hold_lock(run.path)
     try:
@@ -234,7 +233,7 @@ def test_a_run_whose_worker_lives_on_is_neither_resumed_nor_deleted(bertui_home,
         with pytest.raises(RunError, match=f"still has a live worker \\(pid {holder.pid}\\)"):
             resume_run(run)
         with pytest.raises(RunError, match="still has a live worker"):
-            runs.delete_run(run)
+            delete_run(run)
         assert run.status_path.read_bytes() == before and not spawned
     finally:
         holder.kill()
@@ -250,7 +249,7 @@ def test_two_resumes_at_once_start_one_worker(bertui_home, monkeypatch):
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
     run = create_run({"name": "twice"})
     atomic_write_json(run.status_path, {"state": "cancelled"})
     barrier = threading.Barrier(2)
@@ -339,7 +338,7 @@ def test_a_filesystem_without_posix_locks_goes_unlocked(bertui_home, monkeypatch
 
     run = create_run({"name": "nfs"})
     monkeypatch.setattr(fcntl, "lockf", no_locks)
-    fd = runs.lock_run(run.path)
+    fd = process.lock_run(run.path)
     assert isinstance(fd, int) and fd >= 0  # bertui goes on by pids and heartbeats
     os.close(fd)
 
@@ -353,7 +352,7 @@ def test_a_resume_during_a_delete_does_not_start_a_worker(bertui_home, monkeypat
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.worker.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
     run = create_run({"name": "going"})
     atomic_write_json(run.status_path, {"state": "cancelled"})
     removing = threading.Event()
@@ -365,7 +364,7 @@ def test_a_resume_during_a_delete_does_not_start_a_worker(bertui_home, monkeypat
         real_rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "rmtree", slow_rmtree)
-    deleting = threading.Thread(target=runs.delete_run, args=(Run.load(run.path),))
+    deleting = threading.Thread(target=delete_run, args=(Run.load(run.path),))
     deleting.start()
     assert removing.wait(10)
     with pytest.raises(RunError, match="no longer exists"):

@@ -638,7 +638,41 @@ def prepare(
     seed: int = 0,
 ) -> PreparedData:
     """Everything a run needs from its data, checked; raises :class:`BadInput` on bad data."""
-    check_caps(max_train_samples, max_eval_samples)
+    _check_options(train_spec, split, holdout, max_train_samples, max_eval_samples)
+    train_table = read_table(train_spec, split)
+    text_col, label_col = pick_columns(train_table, text_column, label_column)
+    eval_table, eval_source = _eval_table(train_spec, eval_spec, eval_split, split)
+    if eval_table is not None:
+        _check_eval_columns(eval_table, text_col, label_col)
+    report: dict[str, Any] = {"rows_read": len(train_table)}
+    train_texts, train_labels = _nonempty_rows(train_table, text_col, label_col, report, "train")
+    if eval_table is None:
+        id2label, to_id = _label_map(train_labels, None, label_col)
+        train, evaluation = _hold_out(
+            Split(train_texts, [to_id[v] for v in train_labels]), len(id2label), holdout, seed
+        )
+        eval_source = f"held out {round(holdout * 100)}% (stratified, seed {seed})"
+    else:
+        eval_texts, eval_labels = _nonempty_rows(eval_table, text_col, label_col, report, "eval")
+        train_labels, eval_labels = _comparable_labels(train_labels, eval_labels, report)
+        id2label, to_id = _label_map(train_labels, eval_labels, label_col)
+        train = Split(train_texts, [to_id[v] for v in train_labels])
+        evaluation = Split(eval_texts, [to_id[v] for v in eval_labels])
+    if len({*train.labels}) < 2:
+        raise BadInput("the training part has fewer than two classes", field="label_column")
+    train = _capped(train, max_train_samples, seed)
+    evaluation = _capped(evaluation, max_eval_samples, seed)
+    report.update(train_rows=len(train), eval_rows=len(evaluation))
+    return PreparedData(train, evaluation, id2label, text_col, label_col, eval_source, report)
+
+
+def _check_options(
+    train_spec: str, split: str | None, holdout: float, max_train: int | None,
+    max_eval: int | None,
+) -> None:
+    """The checks that need no data: the row caps, a split of a dataset that has none, the
+    held-out fraction."""
+    check_caps(max_train, max_eval)
     if split and split != "train" and (train_spec == DEMO_SPEC or is_local_spec(train_spec)):
         raise BadInput(
             f"--split {split}: a {'demo' if train_spec == DEMO_SPEC else 'local'} dataset has "
@@ -649,52 +683,58 @@ def prepare(
         raise BadInput(
             f"the held-out fraction must be between 0 and 1 (got {holdout})", field="holdout"
         )
-    train_table = read_table(train_spec, split)
-    text_col, label_col = pick_columns(train_table, text_column, label_column)
-    eval_table, eval_source = _eval_table(train_spec, eval_spec, eval_split, split)
-    if eval_table is not None:
-        for name, what in ((text_col, "text"), (label_col, "label")):
-            if name not in eval_table.columns:
-                raise BadInput(
-                    f"eval data {eval_table.source} has no {what} column '{name}' "
-                    f"(columns: {', '.join(eval_table.names)})",
-                    field="eval_dataset",
-                )
-    report: dict[str, Any] = {"rows_read": len(train_table)}
 
-    train_texts, train_labels, dropped = _clean(
-        _texts(train_table, text_col), label_values(train_table, label_col)
-    )
-    report["dropped_empty_train"] = dropped
-    if not train_texts:
-        raise BadInput(
-            f"all {len(train_table)} texts in column '{text_col}' are empty", field="dataset"
-        )
 
-    if eval_table is not None:
-        eval_texts, eval_labels, dropped_eval = _clean(
-            _texts(eval_table, text_col), label_values(eval_table, label_col)
-        )
-        report["dropped_empty_eval"] = dropped_eval
-        if not eval_texts:
+def _check_eval_columns(eval_table: Table, text_col: str, label_col: str) -> None:
+    """The eval data has the text and label columns found in the training data."""
+    for name, what in ((text_col, "text"), (label_col, "label")):
+        if name not in eval_table.columns:
             raise BadInput(
-                f"all texts in the eval data {eval_table.source} are empty", field="eval_dataset"
-            )
-        if {type(v) for v in eval_labels} != {type(v) for v in train_labels}:
-            train_labels = [str(v) for v in train_labels]
-            eval_labels = [str(v) for v in eval_labels]
-        seen, judged = set(train_labels), set(eval_labels)
-        if not seen & judged:  # e.g. names in one file, their ids in the other
-            raise BadInput(
-                f"none of the eval data's labels ({few_labels(judged)}) occur in the training data "
-                f"({few_labels(seen)}); give both with the same labels",
+                f"eval data {eval_table.source} has no {what} column '{name}' "
+                f"(columns: {', '.join(eval_table.names)})",
                 field="eval_dataset",
             )
-        if judged - seen:  # a class the model never sees in training: it cannot predict it
-            report["eval_only_labels"] = sorted(map(str, judged - seen))
-        id2label, to_id = build_label_map(train_labels, eval_labels)
-    else:
-        id2label, to_id = build_label_map(train_labels)
+
+
+def _nonempty_rows(
+    table: Table, text_col: str, label_col: str, report: dict[str, Any], part: str
+) -> tuple[list[str], list[Any]]:
+    """The texts and labels of the rows of ``table`` (the ``part`` "train" or "eval") whose
+    text is not empty; how many were dropped goes to ``report``."""
+    texts, labels, dropped = _clean(_texts(table, text_col), label_values(table, label_col))
+    report[f"dropped_empty_{part}"] = dropped
+    if texts:
+        return texts, labels
+    if part == "train":
+        raise BadInput(f"all {len(table)} texts in column '{text_col}' are empty", field="dataset")
+    raise BadInput(f"all texts in the eval data {table.source} are empty", field="eval_dataset")
+
+
+def _comparable_labels(
+    train_labels: list[Any], eval_labels: list[Any], report: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """Train and eval labels of one type (strings where their types differ), checked to share
+    at least one class; eval classes that never occur in training go to ``report``."""
+    if {type(v) for v in eval_labels} != {type(v) for v in train_labels}:
+        train_labels = [str(v) for v in train_labels]
+        eval_labels = [str(v) for v in eval_labels]
+    seen, judged = set(train_labels), set(eval_labels)
+    if not seen & judged:  # e.g. names in one file, their ids in the other
+        raise BadInput(
+            f"none of the eval data's labels ({few_labels(judged)}) occur in the training data "
+            f"({few_labels(seen)}); give both with the same labels",
+            field="eval_dataset",
+        )
+    if judged - seen:  # a class the model never sees in training: it cannot predict it
+        report["eval_only_labels"] = sorted(map(str, judged - seen))
+    return train_labels, eval_labels
+
+
+def _label_map(
+    train_labels: list[Any], eval_labels: list[Any] | None, label_col: str
+) -> tuple[dict[int, str], dict[Any, int]]:
+    """``build_label_map`` of the labels, refused when there is only one class."""
+    id2label, to_id = build_label_map(train_labels, *([] if eval_labels is None else [eval_labels]))
     if len(id2label) < 2:
         only = next(iter(id2label.values()), "?")
         raise BadInput(
@@ -702,38 +742,29 @@ def prepare(
             "classification needs two or more",
             field="label_column",
         )
-    train_ids = [to_id[v] for v in train_labels]
-    if eval_table is None:
-        if len(id2label) * 2 > len(train_texts):
-            raise BadInput(
-                f"{len(id2label)} classes in {len(train_texts)} rows: too many classes to hold "
-                "out an eval part (need at least two rows per class); give --eval-dataset",
-                field="label_column",
-            )
-        keep, held = stratified_holdout(train_ids, holdout, seed)
-        eval_split_obj = Split([train_texts[i] for i in held], [train_ids[i] for i in held])
-        train_split = Split([train_texts[i] for i in keep], [train_ids[i] for i in keep])
-        eval_source = f"held out {round(holdout * 100)}% (stratified, seed {seed})"
-    else:
-        train_split = Split(train_texts, train_ids)
-        eval_split_obj = Split(eval_texts, [to_id[v] for v in eval_labels])
-    if len({*train_split.labels}) < 2:
-        raise BadInput("the training part has fewer than two classes", field="label_column")
+    return id2label, to_id
 
-    sample = seeded_sample(len(train_split), max_train_samples, seed)
-    if sample is not None:
-        train_split = Split(
-            [train_split.texts[i] for i in sample], [train_split.labels[i] for i in sample]
+
+def _hold_out(rows: Split, classes: int, holdout: float, seed: int) -> tuple[Split, Split]:
+    """(train, eval): ``holdout`` of each class of ``rows`` held out for eval, seeded."""
+    if classes * 2 > len(rows):
+        raise BadInput(
+            f"{classes} classes in {len(rows)} rows: too many classes to hold "
+            "out an eval part (need at least two rows per class); give --eval-dataset",
+            field="label_column",
         )
-    sample = seeded_sample(len(eval_split_obj), max_eval_samples, seed)
-    if sample is not None:
-        eval_split_obj = Split(
-            [eval_split_obj.texts[i] for i in sample], [eval_split_obj.labels[i] for i in sample]
-        )
-    report.update(train_rows=len(train_split), eval_rows=len(eval_split_obj))
-    return PreparedData(
-        train_split, eval_split_obj, id2label, text_col, label_col, eval_source, report
-    )
+    keep, held = stratified_holdout(rows.labels, holdout, seed)
+    return _subset(rows, keep), _subset(rows, held)
+
+
+def _capped(rows: Split, cap: int | None, seed: int) -> Split:
+    """A seeded sample of at most ``cap`` of ``rows`` (all of them when ``cap`` is None)."""
+    sample = seeded_sample(len(rows), cap, seed)
+    return rows if sample is None else _subset(rows, sample)
+
+
+def _subset(rows: Split, indices: list[int]) -> Split:
+    return Split([rows.texts[i] for i in indices], [rows.labels[i] for i in indices])
 
 
 def _eval_table(

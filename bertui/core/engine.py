@@ -1,58 +1,34 @@
-"""One experiment from a run directory's config: baselines, fine-tuning, final metrics.
+"""One run from its run directory's config: the arms it names, in phases over one context.
 
 ``run_experiment`` is what the worker process calls; it is the only training code path (the
-TUI and the CLI only start workers and read their run directories).
+TUI and the CLI only start workers and read their run directories). Its phases, one function
+each: **load** (the model source, tokenizer and data), **tokenise** (the two splits, then the
+model and the Trainer every arm shares), **arms** (each arm the config names, in the registry's
+order, skipping those a resumed run already reported), **report** (after each arm: its metrics,
+fields and cost into metrics.json, its predictions into predictions.npz, so a resumed run does
+not run it again) and **save** (both files once more as the run ends, and the ``done`` phase).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bertui.core import data as data_mod
 from bertui.core import models
+from bertui.core.arms import ARMS, Arm, Control, Recorder, RunContext
 from bertui.core.errors import BadInput
+from bertui.core.predictions import Prediction, read_predictions, write_predictions
 from bertui.core.runs import Run, atomic_write_json, bertui_home, last_checkpoint
-from bertui.core.training import (
-    Encoded,
-    Hyper,
-    batched_forward,
-    classifier_head_state,
-    encode,
-    fit_probe,
-    make_epoch_order_callback,
-    make_events_callback,
-    make_trainer,
-    make_training_args,
-    pick_device,
-    probe_probs,
-    tokenizer_fingerprint,
-)
-from bertui.core.vocab import CompactedModel, CompactVocab, can_compact, weight_decay_factor
+from bertui.core.schema import arms_of
+from bertui.core.training import Encoded, Hyper, make_training_args, pick_device
+from bertui.core.vocab import CompactedModel, CompactVocab, can_compact
 
-HEAD_FILE = "pretrained_head.safetensors"
-PROBE_FILE = "probe.safetensors"
-ERROR_SAMPLE = 50
-
-
-class Recorder(Protocol):
-    live: dict[str, Any]
-
-    def set(self, **fields: Any) -> None: ...
-    def emit(self, type_: str, step: int | None = None, **fields: Any) -> None: ...
-    def log(self, message: str, level: str = "info") -> None: ...
-
-
-class Control(Protocol):
-    stop_requested: bool
-    training: bool
-    resume: bool
-
-    def check_cancel(self) -> None: ...
+__all__ = ["Control", "Recorder", "prepare_data", "run_experiment"]
 
 
 def prepare_data(config: dict[str, Any]) -> data_mod.PreparedData:
+    """The train and eval splits a run's config names (the worker and ``build_config``)."""
     d = config.get("data", {})
     hyper = config.get("train", {})
     return data_mod.prepare(
@@ -70,27 +46,52 @@ def prepare_data(config: dict[str, Any]) -> data_mod.PreparedData:
 
 
 def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
-    """Measure the pre-trained model and the linear probe, fine-tune, measure again.
+    """Run the arms the run's config names (pre-trained, probe, fine-tuned by default).
 
     Returns True when the run finished, False when it was cancelled (a checkpoint is saved).
     """
-    import numpy as np
+    names = arm_names(run.config)
+    ctx = load(run, rec, ctl)
+    tokenise(ctx)
+    load_model(ctx)
+    build_trainer(ctx)
+    start_metrics(ctx)
+    for name in names:
+        if not run_arm(ctx, ARMS[name](ctx)):
+            return False
+    save(ctx)
+    return True
+
+
+def arm_names(config: dict[str, Any]) -> list[str]:
+    """The arms the config names, in the order they run (the registry's)."""
+    names = arms_of(config)
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        raise BadInput(f"unknown arm {unknown[0]!r}; the arms are {', '.join(ARMS)}",
+                       field="arms")
+    return [n for n in ARMS if n in names]
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+def load(run: Run, rec: Recorder, ctl: Control) -> RunContext:
+    """The model source, its tokenizer and the data, with the run's label map checked."""
     import torch
 
     config = run.config
     hyper = Hyper.from_config(config.get("train", {}))
     mcfg = config.get("model", {})
-    allow_pickle = bool(mcfg.get("allow_pickle", False))
     trust = bool(mcfg.get("trust_remote_code", False))
     if trust:
         rec.log("trust_remote_code is on: code from the model repository will run", "warning")
-
     rec.emit("phase", 0, name="loading")
     device = pick_device(hyper.precision)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     source = models.resolve_model(
         mcfg.get("spec", models.DEFAULT_SPEC),
-        allow_pickle=allow_pickle,
+        allow_pickle=bool(mcfg.get("allow_pickle", False)),
         trust_remote_code=trust,
         download=True,
     )
@@ -98,294 +99,217 @@ def run_experiment(run: Run, rec: Recorder, ctl: Control) -> bool:
     rec.log(f"model {source.label}; device {device.name} ({device.precision})")
     tokenizer = models.load_tokenizer(source.path, trust_remote_code=trust)
     prepared = prepare_data(config)
-    stored = config.get("labels", {}).get("id2label")
     id2label = prepared.id2label
-    labels = [id2label[i] for i in sorted(id2label)]
+    stored = config.get("labels", {}).get("id2label")
     if stored and {int(k): v for k, v in stored.items()} != id2label:
         # config.toml's map names the saved model's outputs, and a resumed run's checkpoint
         # head rows and baselines mean it: a run never trains on another one.
-        then, now = data_mod.few_labels(stored.values()), data_mod.few_labels(labels)
+        then = data_mod.few_labels(stored.values())
+        now = data_mod.few_labels(id2label[i] for i in sorted(id2label))
         raise BadInput(f"the data's labels changed since the run was created ({then} then, "
                        f"{now} now); put the data back or start a new run")
     if prepared.report.get("eval_only_labels"):
         rec.log(f"eval labels that never occur in training (the model cannot predict them): "
                 f"{data_mod.few_labels(prepared.report['eval_only_labels'])}", "warning")
     ctl.check_cancel()
+    return RunContext(run, rec, ctl, config, hyper, device, source, tokenizer, prepared, id2label)
 
-    rec.emit("phase", 0, name="tokenizing")
+
+# --- tokenise: the splits, the model, the Trainer ---------------------------------------------
+
+
+def tokenise(ctx: RunContext) -> None:
+    """Both splits as token ids (cached per tokenizer, texts and max length)."""
+    from bertui.core.training import encode, tokenizer_fingerprint
+
+    ctx.rec.emit("phase", 0, name="tokenizing")
     cache = bertui_home() / "cache" / "tokens"
-    fp = tokenizer_fingerprint(source.path)
-    train = encode(
-        tokenizer, prepared.train.texts, prepared.train.labels, hyper.max_length, cache, fp
+    assert ctx.source.path is not None
+    fp = tokenizer_fingerprint(ctx.source.path)
+    max_length = ctx.hyper.max_length
+    ctx.train, ctx.evaluation = (
+        encode(ctx.tokenizer, split.texts, split.labels, max_length, cache, fp)
+        for split in (ctx.prepared.train, ctx.prepared.eval)
     )
-    evaluation = encode(
-        tokenizer, prepared.eval.texts, prepared.eval.labels, hyper.max_length, cache, fp
-    )
-    truncated = {"train": train.truncated, "eval": evaluation.truncated}
-    if train.truncated or evaluation.truncated:
-        rec.log(
-            f"truncated to {hyper.max_length} tokens: {train.truncated} train and "
-            f"{evaluation.truncated} eval texts"
-        )
-    pad_id = tokenizer.pad_token_id or 0
+    if ctx.train.truncated or ctx.evaluation.truncated:
+        ctx.rec.log(f"truncated to {max_length} tokens: {ctx.train.truncated} train and "
+                    f"{ctx.evaluation.truncated} eval texts")
+    ctx.pad_id = ctx.tokenizer.pad_token_id or 0
 
+
+def load_model(ctx: RunContext) -> None:
+    """The classifier (seeded head), on the device, on the vocabulary the data uses, with the
+    learning rate that suits its size where the config sets none."""
+    mcfg = ctx.config.get("model", {})
+    assert ctx.source.path is not None
     model, loading = models.load_classifier(
-        source.path,
-        id2label=id2label,
-        allow_pickle=allow_pickle,
-        trust_remote_code=trust,
-        seed=hyper.seed,
+        ctx.source.path,
+        id2label=ctx.id2label,
+        allow_pickle=bool(mcfg.get("allow_pickle", False)),
+        trust_remote_code=bool(mcfg.get("trust_remote_code", False)),
+        seed=ctx.hyper.seed,
         output_loading_info=True,
     )
-    model.to(device.kind if device.kind != "cpu" else "cpu")
-    compacted, pad_id, train, evaluation = compact_vocabulary(
-        run, rec, hyper, model, tokenizer, train, evaluation, pad_id, resume=ctl.resume
-    )
-    fast = None
-    if hyper.fast_dropout and device.kind == "cpu":
+    ctx.model, ctx.loading = model, loading if isinstance(loading, dict) else {}
+    model.to(ctx.device.kind if ctx.device.kind != "cpu" else "cpu")
+    compact_vocabulary(ctx)
+    hyper = ctx.hyper
+    if hyper.fast_dropout and ctx.device.kind == "cpu":
         from bertui.core.dropout import FastDropout
 
-        fast = FastDropout.install(model)
-        if fast.active:
-            rec.log(f"fast dropout: {fast.describe()}")
+        ctx.fast_dropout = FastDropout.install(model)
+        if ctx.fast_dropout.active:
+            ctx.rec.log(f"fast dropout: {ctx.fast_dropout.describe()}")
     if hyper.learning_rate is None:
         hyper.learning_rate = models.default_learning_rate(
             getattr(model.config, "hidden_size", None)
         )
-        if device.kind == "cuda" and not hyper.batch_size:
+        if ctx.device.kind == "cuda" and not hyper.batch_size:
             hyper.learning_rate *= 2.0  # sqrt scaling for the 4x larger GPU batch
 
-    metrics = run.metrics() if ctl.resume else {}
-    metrics.update(
-        labels=labels,
-        eval_rows=len(evaluation),
+
+def build_trainer(ctx: RunContext) -> None:
+    """The run's Trainer, with the events and epoch-order callbacks. It exists before any arm:
+    the pre-trained model is measured through it, exactly as a hand-written Trainer script
+    measures its starting point, and the fine-tuned arm trains it."""
+    from bertui.core.trainer_hooks import EpochOrder, EventsCallback
+    from bertui.core.training import make_trainer
+
+    hyper, device = ctx.hyper, ctx.device
+    args = make_training_args(hyper, device, ctx.run.checkpoints_dir, len(ctx.train))
+    ctx.rec.set(batch_size=args.per_device_train_batch_size)
+    gpus = device.count if device.kind == "cuda" else 1
+    ctx.samples_per_step = args.per_device_train_batch_size * max(1, gpus)
+    events = EventsCallback(
+        ctx.rec.emit,
+        ctx.rec.live,
+        ctx.ctl,
+        samples_per_step=ctx.samples_per_step,
+        tokens_per_sample=ctx.train.mean_length,
+        checkpoint_seconds=hyper.checkpoint_minutes * 60,
+    )
+    ctx.epoch_order = EpochOrder()
+    # The epoch order first: a checkpoint is complete (its generator state written) before
+    # the events callback reports it.
+    ctx.trainer = make_trainer(
+        ctx.model,
+        args,
+        ctx.train,
+        ctx.evaluation,
+        ctx.tokenizer,
+        [ctx.epoch_order, events],
+        pad_multiple=8 if device.kind == "cuda" else None,
+        pad_id=ctx.pad_id,
+    )
+    events.trainer = ctx.trainer
+
+
+def compact_vocabulary(ctx: RunContext) -> None:
+    """Train on the embedding rows the data uses (see ``bertui.core.vocab``): the model
+    shrinks (``ctx.compacted`` undoes it after training) and the splits and pad id move to
+    compact ids. A run resumed from checkpoints keeps the vocabulary it started with (none,
+    for runs made before it)."""
+    run, train, evaluation = ctx.run, ctx.train, ctx.evaluation
+    vocab = CompactVocab.load(run.path)
+    if vocab is None:
+        if not ctx.hyper.compact_vocab or (ctx.ctl.resume and last_checkpoint(run.checkpoints_dir)):
+            return
+        vocab = CompactVocab.of(
+            [*train.input_ids, *evaluation.input_ids], [ctx.pad_id, *ctx.tokenizer.all_special_ids]
+        )
+        if not can_compact(ctx.model, len(vocab)):
+            return
+        vocab.save(run.path)
+    size = ctx.model.get_input_embeddings().num_embeddings
+    ctx.train = Encoded(vocab.remap(train.input_ids, size), train.labels, train.truncated)
+    ctx.evaluation = Encoded(
+        vocab.remap(evaluation.input_ids, size), evaluation.labels, evaluation.truncated
+    )
+    ctx.compacted = CompactedModel(ctx.model, vocab)
+    ctx.compacted.shrink()
+    ctx.rec.log(f"compact vocabulary: training {len(vocab)} of {size} embedding rows")
+    ctx.pad_id = int(vocab.table(size)[ctx.pad_id])
+
+
+# --- arms -------------------------------------------------------------------------------------
+
+
+def start_metrics(ctx: RunContext) -> None:
+    """metrics.json's run-level entries; a resumed run keeps what its arms reported (and
+    their predictions, where they are of the same eval rows)."""
+    import numpy as np
+
+    ctx.metrics = ctx.run.metrics() if ctx.ctl.resume else {}
+    prepared = ctx.prepared
+    ctx.metrics.update(
+        labels=ctx.labels,
+        eval_rows=len(ctx.evaluation),
         eval_source=prepared.eval_source,
         data=prepared.report,
-        truncated=truncated,
+        truncated={"train": ctx.train.truncated, "eval": ctx.evaluation.truncated},
         text_column=prepared.text_column,
         label_column=prepared.label_column,
     )
-    eval_bs = hyper.eval_batch_size or 64
+    for name in ARMS:  # an arm that has not reported (or is not run) is null
+        ctx.metrics.setdefault(name, None)
+    if ctx.ctl.resume:
+        labels, kept = read_predictions(ctx.run.predictions_path)
+        if labels is not None and np.array_equal(labels, ctx.evaluation.labels):
+            ctx.predictions = {n: p for n, p in kept.items() if reported(ctx, n)}
 
-    # The Trainer exists before the baselines: the pre-trained model is measured through it,
-    # exactly as a hand-written Trainer script measures its starting point.
-    args = make_training_args(hyper, device, run.checkpoints_dir, len(train))
-    rec.set(batch_size=args.per_device_train_batch_size)
-    samples_per_step = args.per_device_train_batch_size * max(
-        1, device.count if device.kind == "cuda" else 1
-    )
-    callback = make_events_callback(
-        rec.emit,
-        rec.live,
-        samples_per_step=samples_per_step,
-        tokens_per_sample=train.mean_length,
-        checkpoint_seconds=hyper.checkpoint_minutes * 60,
-        stop_requested=lambda: ctl.stop_requested,
-    )
-    epoch_order = make_epoch_order_callback()
-    trainer = make_trainer(
-        model,
-        args,
-        train,
-        evaluation,
-        tokenizer,
-        [callback, epoch_order],
-        pad_multiple=8 if device.kind == "cuda" else None,
-        pad_id=pad_id,
-    )
-    callback.trainer = trainer
 
-    if "pretrained" not in metrics:
-        from safetensors.torch import save_file
+def reported(ctx: RunContext, name: str) -> bool:
+    """Whether an arm's report is in metrics.json (a resumed run does not run it again)."""
+    return ctx.metrics.get(name) is not None
 
-        from bertui.core.metrics import classification_report
 
-        rec.emit("phase", 0, name="pretrained")
-        missing = set(loading.get("missing_keys", [])) if isinstance(loading, dict) else set()
-        if isinstance(loading, dict):  # a head of its own for other labels: replaced
-            missing |= {key[0] for key in loading.get("mismatched_keys", [])}
-        head = classifier_head_state(model)
-        fresh = {
-            k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in missing
-        }
-        save_file({**head, **fresh}, str(run.path / HEAD_FILE))
-        out = trainer.predict(trainer.eval_dataset)
-        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        report = classification_report(
-            np.asarray(out.label_ids).tolist(), np.asarray(logits).argmax(-1).tolist(), labels
-        )
-        report["note"] = "untrained classification head" if missing else "head as loaded"
-        if getattr(model, "bertui_head_note", None) and not missing:
-            report["note"] += f" ({model.bertui_head_note})"
-        metrics["pretrained"] = report
-        metrics["metrics_backend"] = report.pop("backend")
-        rec.emit(
-            "baseline",
-            0,
-            name="pretrained",
-            accuracy=report["accuracy"],
-            macro_f1=report["macro_f1"],
-        )
-        rec.log(f"pre-trained ({report['note']}): accuracy {report['accuracy']:.4f}")
-        if hyper.probe:
-            rec.emit("phase", 0, name="probe")
-            t0 = time.perf_counter()
-            _, feats = batched_forward(
-                model, evaluation, pad_id, eval_bs, features=True, check=ctl.check_cancel
-            )
-            _, train_feats = batched_forward(
-                model, train, pad_id, eval_bs, features=True, check=ctl.check_cancel
-            )
-            probe = fit_probe(train_feats, train.labels, len(labels), hyper.seed)
-            save_file(
-                {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in probe.items()},
-                str(run.path / PROBE_FILE),
-                metadata={"pooling": "mean"},
-            )
-            p_pred = probe_probs(probe, feats).argmax(-1).tolist()
-            p_report = classification_report(evaluation.labels, p_pred, labels)
-            p_report.pop("backend")
-            p_report.update(
-                note="frozen encoder, mean-pooled features, logistic regression",
-                seconds=round(time.perf_counter() - t0, 2),
-            )
-            metrics["probe"] = p_report
-            rec.emit(
-                "baseline",
-                0,
-                name="probe",
-                accuracy=p_report["accuracy"],
-                macro_f1=p_report["macro_f1"],
-            )
-            rec.log(f"linear probe: accuracy {p_report['accuracy']:.4f}")
-        else:
-            metrics["probe"] = None
-        metrics.setdefault("finetuned", None)
-        atomic_write_json(run.metrics_path, metrics)
-    ctl.check_cancel()
-
-    # --- fine-tuning ---------------------------------------------------------------------------
-    resume_from = last_checkpoint(run.checkpoints_dir) if ctl.resume else None
-    if ctl.resume:
-        resume_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-        rec.emit("resume", resume_step, checkpoint=str(resume_from) if resume_from else None)
-        rec.log(
-            f"resuming from {resume_from.name}"
-            if resume_from
-            else "no checkpoint yet: training starts from the beginning"
-        )
-    epoch_order.resume_from = resume_from
-    steps_per_epoch = -(-len(train) // samples_per_step)
-    rec.emit(
-        "run_start",
-        0,
-        total_steps=int(steps_per_epoch * hyper.epochs + 0.999),
-        epochs=hyper.epochs,
-        n_train=len(train),
-        n_eval=len(evaluation),
-        labels=labels,
-        device=device.name,
-        precision=device.precision,
-        batch_size=args.per_device_train_batch_size,
-        learning_rate=hyper.learning_rate,
-        resumed_from=str(resume_from) if resume_from else None,
-    )
-    ctl.training = True
+def run_arm(ctx: RunContext, arm: Arm) -> bool:
+    """Run one arm (unless it already reported) and report it; False when cancelled."""
+    if reported(ctx, arm.name):
+        return True
+    ctx.ctl.check_cancel()
     t0 = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    finally:
-        ctl.training = False
-    wall = time.perf_counter() - t0
-    if ctl.stop_requested:
-        rec.log("cancelled: checkpoint saved")
+    arm.prepare()
+    if not arm.train():
         return False
-
-    # --- final measurement --------------------------------------------------------------------
-    from bertui.core.metrics import classification_report, misclassified
-
-    rec.emit("phase", trainer.state.global_step, name="saving")
-    model = trainer.model
-    probs, _ = batched_forward(model, evaluation, pad_id, eval_bs)
-    report = classification_report(evaluation.labels, probs.argmax(-1).tolist(), labels)
-    report.pop("backend")
-    report["note"] = "fine-tuned"
-    eval_losses = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
-    if eval_losses:
-        report["eval_loss"] = eval_losses[-1]
-    metrics["finetuned"] = report
-    metrics["errors"] = misclassified(
-        prepared.eval.texts, evaluation.labels, probs, labels, ERROR_SAMPLE
-    )
-
-    start_step = 0
-    if resume_from is not None:
-        start_step = int(Path(resume_from).name.split("-")[-1])
-    steps_done = max(0, trainer.state.global_step - start_step)
-    train_seconds = max(1e-9, wall - trainer.paused_seconds)
-    samples = len(train) * hyper.epochs * steps_done / max(1, trainer.state.max_steps)
-    metrics["train"] = {
-        "train_samples_per_s": round(samples / train_seconds, 2),
-        "train_seconds": round(train_seconds, 2),
-        "wall_seconds": round(wall, 2),
-        "tokens_per_s": round(samples * train.mean_length / train_seconds, 1),
-        "steps": trainer.state.global_step,
-        "device": device.name,
-        "precision": device.precision,
-        "batch_size": args.per_device_train_batch_size,
-        "learning_rate": hyper.learning_rate,
-        "epochs": hyper.epochs,
-        "n_train": len(train),
-        "resumed": resume_from is not None,
-    }
-    if compacted is not None:
-        compacted.expand(weight_decay_factor(trainer, compacted.compact.weight))
-    if fast is not None:
-        fast.undo()
-    model.config.id2label = dict(id2label)
-    model.config.label2id = {v: k for k, v in id2label.items()}
-    model.save_pretrained(str(run.model_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(run.model_dir))
-    atomic_write_json(run.metrics_path, metrics)
-    rec.log(
-        f"fine-tuned: accuracy {report['accuracy']:.4f} "
-        f"({metrics['train']['train_samples_per_s']} samples/s)"
-    )
-    rec.emit("phase", trainer.state.global_step, name="done")
+    prediction = arm.predict()
+    report_arm(ctx, arm, prediction, time.perf_counter() - t0)
     return True
 
 
-def compact_vocabulary(
-    run: Run,
-    rec: Recorder,
-    hyper: Hyper,
-    model: Any,
-    tokenizer: Any,
-    train: Encoded,
-    evaluation: Encoded,
-    pad_id: int,
-    *,
-    resume: bool,
-) -> tuple[CompactedModel | None, int, Encoded, Encoded]:
-    """Train on the embedding rows the data uses (see ``bertui.core.vocab``): returns the
-    swap to undo after training, the pad id and the two splits in compact ids. A run resumed
-    from checkpoints keeps the vocabulary it started with (none, for runs made before it)."""
-    vocab = CompactVocab.load(run.path)
-    if vocab is None:
-        if not hyper.compact_vocab or (resume and last_checkpoint(run.checkpoints_dir)):
-            return None, pad_id, train, evaluation
-        vocab = CompactVocab.of(
-            [*train.input_ids, *evaluation.input_ids], [pad_id, *tokenizer.all_special_ids]
-        )
-        if not can_compact(model, len(vocab)):
-            return None, pad_id, train, evaluation
-        vocab.save(run.path)
-    size = model.get_input_embeddings().num_embeddings
-    train = Encoded(vocab.remap(train.input_ids, size), train.labels, train.truncated)
-    evaluation = Encoded(
-        vocab.remap(evaluation.input_ids, size), evaluation.labels, evaluation.truncated
-    )
-    compacted = CompactedModel(model, vocab)
-    compacted.shrink()
-    rec.log(f"compact vocabulary: training {len(vocab)} of {size} embedding rows")
-    return compacted, int(vocab.table(size)[pad_id]), train, evaluation
+def report_arm(ctx: RunContext, arm: Arm, prediction: Prediction, seconds: float) -> None:
+    """An arm's report (metrics of its predictions, its own fields, its cost) into
+    metrics.json, its predictions into predictions.npz, what it keeps onto disk; then its
+    baseline event and log line."""
+    from bertui.core.metrics import classification_report
+
+    result = classification_report(ctx.evaluation.labels, prediction.pred, ctx.labels)
+    ctx.metrics.setdefault("metrics_backend", result.pop("backend"))
+    result.update(arm.fields())
+    result["cost"] = arm.cost(seconds)
+    arm.save(prediction)
+    ctx.metrics[arm.name] = result
+    ctx.predictions[arm.name] = prediction
+    write_results(ctx)
+    if arm.baseline:
+        ctx.rec.emit("baseline", 0, name=arm.name, accuracy=result["accuracy"],
+                     macro_f1=result["macro_f1"])
+    ctx.rec.log(arm.summary(result))
+
+
+def write_results(ctx: RunContext) -> None:
+    """predictions.npz, then metrics.json (so an arm in metrics.json has its predictions);
+    metrics.json's ``arms`` lists the arms that have reported."""
+    ctx.metrics["arms"] = [n for n in ARMS if reported(ctx, n)]
+    ordered = {n: ctx.predictions[n] for n in ARMS if n in ctx.predictions}
+    write_predictions(ctx.run.predictions_path, ctx.evaluation.labels, ctx.labels, ordered)
+    atomic_write_json(ctx.run.metrics_path, ctx.metrics)
+
+
+# --- save -------------------------------------------------------------------------------------
+
+
+def save(ctx: RunContext) -> None:
+    """metrics.json and predictions.npz as the run ends, then the ``done`` phase."""
+    write_results(ctx)
+    ctx.rec.emit("phase", ctx.step, name="done")

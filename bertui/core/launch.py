@@ -5,101 +5,23 @@ Used by both the CLI and the TUI, so that a run started from either is the same 
 
 from __future__ import annotations
 
-import math
 import os
+import shutil
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
+from bertui.core.process import claim_run, spawn
 from bertui.core.runs import (
     RESUMABLE_STATES,
     Run,
     RunError,
     atomic_write_json,
-    claim_run,
     create_run,
 )
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-
-@dataclass
-class RunOptions:
-    """Everything a user chooses for a run (the CLI flags and the New run form)."""
-
-    model: str = "default"
-    dataset: str = "demo"
-    eval_dataset: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    split: str | None = None
-    eval_split: str | None = None
-    holdout: float = 0.2
-    epochs: float = 3.0
-    learning_rate: float | None = None  # None: chosen by model size
-    batch_size: int | None = None  # None: 16 on CPU, 64 on GPU
-    max_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    seed: int = 0
-    precision: str = "auto"
-    probe: bool = True
-    name: str | None = None
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    auto_batch_size: bool = False
-    checkpoint_minutes: float = 2.0
-    group_by_length: bool = True
-    compact_vocab: bool = True
-    fast_dropout: bool = False
-    torch_compile: bool = False
-    monitor_events: bool = True
-    monitor_telemetry: bool = True
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def validate_options(o: RunOptions) -> None:
-    """Cheap range checks (no model or data is read). Raises BadInput naming the field."""
-    if not _finite(o.epochs) or not 0 < o.epochs <= 1000:
-        raise BadInput(f"--epochs must be > 0 and ≤ 1000 (got {o.epochs})", field="epochs")
-    if o.learning_rate is not None and (
-        not _finite(o.learning_rate) or not 0 < o.learning_rate <= 1
-    ):
-        raise BadInput(f"--lr must be > 0 and ≤ 1 (got {o.learning_rate})", field="learning_rate")
-    if o.batch_size is not None and not 1 <= o.batch_size <= 8192:
-        raise BadInput(
-            f"--batch-size must be between 1 and 8192 (got {o.batch_size})", field="batch_size"
-        )
-    if not 8 <= o.max_length <= 8192:
-        raise BadInput(
-            f"--max-length must be between 8 and 8192 tokens (got {o.max_length})",
-            field="max_length",
-        )
-    for value, flag, field in (
-        (o.max_train_samples, "--max-train-samples", "max_train_samples"),
-        (o.max_eval_samples, "--max-eval-samples", "max_eval_samples"),
-    ):
-        if value is not None and value <= 0:
-            raise BadInput(f"{flag} must be a positive number of rows (got {value})", field=field)
-    if o.seed < 0:
-        raise BadInput(f"--seed must be ≥ 0 (got {o.seed})", field="seed")
-    if o.precision not in PRECISIONS:
-        raise BadInput(
-            f"--precision must be one of {', '.join(PRECISIONS)} (got {o.precision})",
-            field="precision",
-        )
-    if not 0 < o.holdout < 1:
-        raise BadInput(f"--holdout must be between 0 and 1 (got {o.holdout})", field="holdout")
-    if not _finite(o.checkpoint_minutes) or o.checkpoint_minutes < 0:
-        raise BadInput("--checkpoint-minutes must be ≥ 0", field="checkpoint_minutes")
-    if o.name is not None and (len(o.name) > 100 or "/" in o.name or "\n" in o.name):
-        raise BadInput("--name must be at most 100 characters, without '/'", field="name")
+from bertui.core.schema import RunOptions, to_config, validate_options  # also for callers
 
 
 def build_config(o: RunOptions) -> dict[str, Any]:
@@ -120,42 +42,10 @@ def build_config(o: RunOptions) -> dict[str, Any]:
             f"--max-length {o.max_length} is longer than the model allows ({max_positions})",
             field="max_length",
         )
-    config: dict[str, Any] = {
-        "name": o.name,
-        "created": time.time(),
-        "model": {
-            "spec": o.model,
-            "allow_pickle": o.allow_pickle,
-            "trust_remote_code": o.trust_remote_code,
-        },
-        "data": {
-            "train": _abs_if_path(o.dataset),
-            "eval": _abs_if_path(o.eval_dataset),
-            "text_column": o.text_column,
-            "label_column": o.label_column,
-            "split": o.split,
-            "eval_split": o.eval_split,
-            "holdout": o.holdout,
-            "max_train_samples": o.max_train_samples,
-            "max_eval_samples": o.max_eval_samples,
-        },
-        "train": {
-            "epochs": o.epochs,
-            "learning_rate": o.learning_rate,
-            "batch_size": o.batch_size,
-            "max_length": o.max_length,
-            "seed": o.seed,
-            "precision": o.precision,
-            "probe": o.probe,
-            "auto_batch_size": o.auto_batch_size,
-            "checkpoint_minutes": o.checkpoint_minutes,
-            "group_by_length": o.group_by_length,
-            "compact_vocab": o.compact_vocab,
-            "fast_dropout": o.fast_dropout,
-            "torch_compile": o.torch_compile,
-        },
-        "monitor": {"events": o.monitor_events, "telemetry": o.monitor_telemetry},
-    }
+    config = to_config(o)
+    config["created"] = time.time()
+    config["data"]["train"] = _abs_if_path(o.dataset)
+    config["data"]["eval"] = _abs_if_path(o.eval_dataset)
     if source.path is not None and o.model != models.DEFAULT_SPEC and source.origin == "local":
         config["model"]["spec"] = str(source.path)
     prepared = prepare_data(config)
@@ -184,18 +74,20 @@ def _abs_if_path(spec: str | None) -> str | None:
 
 
 def start_run(config: dict[str, Any], home: Path | None = None) -> Run:
-    """Create the run directory and start its detached worker."""
-    from bertui.worker import spawn
-
+    """Create the run directory and start its detached worker. When the worker cannot be
+    started, the new run directory is removed again and a RunError says why."""
     run = create_run(config, home)
-    spawn(run.path)
+    try:
+        spawn(run.path)
+    except RunError as exc:
+        _undo_claim(run, None)
+        raise RunError(f"{exc}; no run was created") from None
     return run.refresh()
 
 
 def resume_run(run: Run) -> Run:
-    """Continue a cancelled, lost or failed run from its last checkpoint, in the same folder."""
-    from bertui.worker import spawn
-
+    """Continue a cancelled, lost or failed run from its last checkpoint, in the same folder.
+    When the worker cannot be started, the run's status is put back as it was."""
     _check_resumable(run)
     # Claim the run: under its worker lock (no live worker, however stale its heartbeat looks)
     # and this process's own lock (a double key press), check again and mark it queued, so
@@ -203,8 +95,9 @@ def resume_run(run: Run) -> Run:
     # its first heartbeat on.
     with claim_run(run, "before resuming"):
         _check_resumable(run)
+        before = dict(run.status)
         status = {
-            **run.status,
+            **before,
             "state": "queued",
             "error": None,
             "ended": None,
@@ -212,8 +105,36 @@ def resume_run(run: Run) -> Run:
             "heartbeat": time.time(),
         }
         atomic_write_json(run.status_path, status)
-    spawn(run.path, resume=True)
+    try:
+        spawn(run.path, resume=True)
+    except RunError:
+        _undo_claim(run, before)
+        raise
     return run.refresh()
+
+
+def _undo_claim(run: Run, status: dict[str, Any] | None) -> None:
+    """After a spawn that failed: remove a new run (``status`` None) or put a resumed run's
+    status back, unless a worker holds the run after all (a launcher that timed out)."""
+    try:
+        with claim_run(run, "first"):
+            if status is None:
+                shutil.rmtree(run.path)
+            else:
+                atomic_write_json(run.status_path, status)
+    except (RunError, OSError):
+        pass
+
+
+def delete_run(run: Run) -> None:
+    """Remove a run directory. An active run must be cancelled first."""
+    if run.refresh().is_active:
+        raise RunError(f"run {run.id} is still {run.state}; cancel it first")
+    # Held until the folder is gone: no resume starts a worker in a half-deleted run.
+    with claim_run(run, "first"):
+        if run.refresh().is_active:  # resumed by another client meanwhile
+            raise RunError(f"run {run.id} is {run.state} again; cancel it first")
+        shutil.rmtree(run.path)
 
 
 def _check_resumable(run: Run) -> None:

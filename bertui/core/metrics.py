@@ -1,13 +1,20 @@
 """Classification metrics: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix.
 
-Accuracy and macro-F1 come from the ``evaluate`` library's metric modules where they can be
-loaded (hub or local cache); otherwise, and for everything else, from scikit-learn. Which one
-was used is recorded; a missing metric module never fails a run.
+``classification_report`` is the one code path: the final report of every arm and the
+Trainer's ``compute_metrics`` during training (``training.accuracy_f1``, with
+``use_evaluate=False``: the cheap path) both come from it. Accuracy and macro-F1 come from the
+``evaluate`` library's metric modules where they can be loaded (hub or local cache); otherwise,
+and for everything else, from scikit-learn. Which one was used is recorded; a missing metric
+module never fails a run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 _evaluate_modules: tuple[Any, Any] | None | bool = False  # False = not tried yet
 
@@ -42,29 +49,43 @@ def _load_evaluate() -> tuple[Any, Any] | None:
 
 
 def classification_report(
-    y_true: list[int], y_pred: list[int], labels: list[str], *, use_evaluate: bool = True
+    y_true: Sequence[int] | NDArray[Any],
+    y_pred: Sequence[int] | NDArray[Any],
+    labels: list[str],
+    *,
+    use_evaluate: bool = True,
 ) -> dict[str, Any]:
-    """The metrics bertui stores for one model on one eval split."""
+    """The metrics bertui stores for one model on one eval split: accuracy, macro-F1 (over
+    the classes present in the true or predicted labels, as scikit-learn and evaluate count
+    it), per-class precision/recall/F1/support for every label, and the confusion matrix
+    (rows: true label, columns: predicted). ``backend`` says which library gave accuracy and
+    macro-F1."""
     import numpy as np
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     ids = list(range(len(labels)))
-    y_true_a, y_pred_a = np.asarray(y_true), np.asarray(y_pred)
+    y_true_a, y_pred_a = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true_a, y_pred_a, labels=ids, zero_division=0
     )
-    accuracy = float((y_true_a == y_pred_a).mean()) if len(y_true_a) else 0.0
-    # Macro-F1 over the classes present in the eval data (true or predicted), as sklearn does.
-    present = sorted(set(y_true) | set(y_pred))
-    macro_f1 = float(np.mean([f1[i] for i in present])) if present else 0.0
+    accuracy, macro_f1 = 0.0, 0.0
+    if len(y_true_a):
+        accuracy = float(accuracy_score(y_true_a, y_pred_a))
+        macro_f1 = float(f1_score(y_true_a, y_pred_a, average="macro", zero_division=0))
     backend = "scikit-learn"
-    modules = _load_evaluate() if use_evaluate else None
+    modules = _load_evaluate() if use_evaluate and len(y_true_a) else None
     if modules is not None:
         try:
             acc_mod, f1_mod = modules
-            accuracy = float(acc_mod.compute(predictions=y_pred, references=y_true)["accuracy"])
+            pred, ref = y_pred_a.tolist(), y_true_a.tolist()
+            accuracy = float(acc_mod.compute(predictions=pred, references=ref)["accuracy"])
             macro_f1 = float(
-                f1_mod.compute(predictions=y_pred, references=y_true, average="macro")["f1"]
+                f1_mod.compute(predictions=pred, references=ref, average="macro")["f1"]
             )
             backend = "evaluate"
         except Exception:

@@ -1,8 +1,11 @@
-"""Classify texts with a run's three models: pre-trained, linear probe, fine-tuned.
+"""Classify texts with the models a run's arms keep: pre-trained, linear probe, fine-tuned.
 
-The pre-trained model is rebuilt exactly as it was measured: the base encoder from the run's
-model spec plus the seeded head saved in ``pretrained_head.safetensors``. The pre-trained
-model and the probe share one forward pass (the probe reads its mean-pooled features).
+Each model is loaded from what its arm keeps on disk (``bertui.core.arms``), for runs made
+before arms existed too: the fine-tuned one from ``model/``; the pre-trained one rebuilt exactly
+as it was measured, the base encoder from the run's model spec plus the seeded head saved in
+``pretrained_head.safetensors``; the probe's regression from ``probe.safetensors``. The
+pre-trained model and the probe share one forward pass (the probe reads its mean-pooled
+features). A run whose config left an arm out has no model for it, and it is not shown.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bertui.core.arms import ARMS
 from bertui.core.errors import BadInput
-from bertui.core.runs import Run
+from bertui.core.runs import HEAD_FILE, PROBE_FILE, Run
 
-MODEL_NAMES = ("pretrained", "probe", "finetuned")
+MODEL_NAMES = tuple(ARMS)  # the order the models are shown in
 
 
 class RunPredictor:
@@ -49,7 +53,6 @@ class RunPredictor:
         from safetensors.torch import load_file
 
         from bertui.core import models
-        from bertui.core.engine import HEAD_FILE, PROBE_FILE
 
         torch.set_grad_enabled(False)
         # The fine-tuned model runs beside the pre-trained one (two threads, see predict):

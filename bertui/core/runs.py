@@ -1,32 +1,36 @@
 """Run directories: the contract between the worker process and every client.
 
-A run lives in ``<home>/runs/<run-id>/``::
+A run lives in ``<home>/runs/<run-id>/`` (each name is a constant below: use those)::
 
-    config.toml    what to run (written once, by the client that creates the run)
-    status.json    state, pid, host, times, heartbeat, error (atomic replace, worker-owned)
-    events.jsonl   append-only event log, one JSON object a line
-    metrics.json   final numbers (atomic replace)
-    model/         the fine-tuned model + tokenizer (save_pretrained, safetensors)
-    checkpoints/   Trainer checkpoints, for resume
-    worker.log     the worker's stdout/stderr
-    worker.lock    empty; its lock is held by the run's one worker (see ``lock_run``)
+    config.toml      what to run (written once, by the client that creates the run)
+    status.json      state, pid, host, times, heartbeat, error (atomic replace, worker-owned)
+    events.jsonl     append-only event log, one JSON object a line (``bertui.core.events``)
+    metrics.json     final numbers (atomic replace)
+    predictions.npz  eval label ids and every arm's predictions
+    model/           the fine-tuned model + tokenizer (save_pretrained, safetensors)
+    arms/<arm>/      what other arms keep
+    checkpoints/     Trainer checkpoints, for resume
+    worker.log       the worker's stdout/stderr
+    worker.lock      empty; its lock is held by the run's one worker (``bertui.core.process``)
 
-This module is light on purpose (no torch, no transformers): the TUI imports it at start-up.
+This module reads and creates run directories and judges a run's state; the event log's
+schema and reader are in ``events``, spawning, locking and claiming in ``process``, and the
+client operations (start, resume, cancel, delete) in ``launch``. It is light on purpose (no
+torch, no transformers): the TUI imports it at start-up.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from bertui.core.events import read_events
 
 # The run directory's names, in one place (workers, clients, tests and benchmarks use these).
 CONFIG_FILE = "config.toml"
@@ -42,7 +46,6 @@ LOCK_FILE = "worker.lock"
 HEAD_FILE = "pretrained_head.safetensors"
 PROBE_FILE = "probe.safetensors"
 
-EVENT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "cancelled", "lost")
 ACTIVE_STATES = ("queued", "running")
 RESUMABLE_STATES = ("cancelled", "lost", "failed")
@@ -124,147 +127,6 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-# --- the worker lock --------------------------------------------------------------------------
-
-WORKER_LOCK = LOCK_FILE
-# A worker lets go of its lock a moment after it records its end (cancelled, failed): a client
-# that read that end waits this long for it before it calls the worker alive.
-WORKER_EXIT_SECONDS = 10.0
-# lock_run's lock is per process: this one serialises the threads of one client (a double key
-# press, a delete in the background) that claim a run (resume_run, delete_run).
-CLAIM = threading.Lock()
-
-
-@contextmanager
-def claim_run(run: Run, then: str) -> Iterator[None]:
-    """Hold ``run`` against every other claim (resume, delete) for the ``with`` block: this
-    process's threads by ``CLAIM``, other processes and a live worker by the worker lock
-    (waiting up to ``WORKER_EXIT_SECONDS`` for a worker that is ending). A RunError, with
-    ``then`` as its advice, when a worker lives on."""
-    with CLAIM:
-        try:
-            fd = lock_run(run.path, wait=WORKER_EXIT_SECONDS)
-        except FileNotFoundError:
-            raise RunError(f"run {run.id} no longer exists") from None
-        except OSError as exc:
-            raise RunError(f"cannot lock run {run.id}: {exc.strerror or exc}") from None
-        if fd is None:
-            pid = run.status.get("pid")
-            raise RunError(f"run {run.id} still has a live worker"
-                           f"{f' (pid {pid})' if pid else ''}; stop it {then}")
-        try:
-            yield
-        finally:
-            os.close(fd)
-
-
-def lock_run(path: Path, wait: float = 0.0) -> int | None:
-    """Take the run's worker lock, waiting up to ``wait`` seconds; return its descriptor (the
-    lock lasts while it is open) or None when another process holds it.
-
-    It is a POSIX record lock (``lockf``) on ``RUN_DIR/worker.lock``: the kernel drops it when
-    its process exits, however it exits (SIGKILL included), and the DataLoader processes a
-    worker forks do not inherit it. So a client can tell a live worker from a dead one without
-    trusting pids or heartbeats, and two workers never write one run. Within one process the
-    lock is not exclusive (POSIX locks are per process): callers serialise their threads
-    (``CLAIM``). On a filesystem without POSIX locks (some NFS, FUSE, SMB mounts) the
-    descriptor comes back unlocked: bertui then goes by pids and heartbeats alone.
-    """
-    import errno
-    import fcntl
-
-    fd = os.open(Path(path) / WORKER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process has it
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
-                return fd  # a filesystem without POSIX locks: pids and heartbeats only
-            os.close(fd)
-            raise
-        except BaseException:
-            os.close(fd)
-            raise
-        time.sleep(0.1)
-
-
-# --- events -----------------------------------------------------------------------------------
-
-
-def make_event(type_: str, step: int = 0, **fields: Any) -> dict[str, Any]:
-    """An event as written to events.jsonl: every line has v, type, time and step."""
-    return {"v": EVENT_VERSION, "type": type_, "time": time.time(), "step": int(step), **fields}
-
-
-def append_event(path: Path, event: dict[str, Any]) -> None:
-    """Append one event as one line, in one write(2) on an O_APPEND descriptor."""
-    line = (json.dumps(event, separators=(",", ":"), default=_json_default) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
-
-
-class EventReader:
-    """Incremental reader of an events.jsonl file.
-
-    ``read_new()`` returns the events appended since the last call. A last line without its
-    newline (the worker is half-way through writing it) is left for the next call; a line that
-    is not valid JSON is skipped and counted in ``bad_lines``.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.offset = 0
-        self.bad_lines = 0
-
-    def read_new(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        events = []
-        for raw in chunk[: end + 1].splitlines():
-            if not raw.strip():
-                continue
-            try:
-                event = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self.bad_lines += 1
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-            else:
-                self.bad_lines += 1
-        return events
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """All complete events of a file (a half-written last line is ignored)."""
-    return EventReader(path).read_new()
-
-
 # --- runs -------------------------------------------------------------------------------------
 
 
@@ -298,6 +160,16 @@ def pid_alive(pid: int | None, started: float | None = None) -> bool:
         return True
 
 
+class _Entry:
+    """A file or folder of the run directory as a read-only attribute (``run.status_path``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: Run, owner: type | None = None) -> Path:
+        return run.path / self.name
+
+
 @dataclass
 class Run:
     """A run directory and what its files say (read once; call ``refresh`` to re-read)."""
@@ -314,41 +186,15 @@ class Run:
     def name(self) -> str:
         return self.config.get("name") or self.id
 
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def status_path(self) -> Path:
-        return self.path / STATUS_FILE
-
-    @property
-    def events_path(self) -> Path:
-        return self.path / EVENTS_FILE
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def model_dir(self) -> Path:
-        return self.path / MODEL_DIR
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / CHECKPOINTS_DIR
-
-    @property
-    def log_path(self) -> Path:
-        return self.path / LOG_FILE
-
-    @property
-    def predictions_path(self) -> Path:
-        return self.path / PREDICTIONS_FILE
-
-    @property
-    def arms_dir(self) -> Path:
-        return self.path / ARMS_DIR
+    config_path = _Entry(CONFIG_FILE)
+    status_path = _Entry(STATUS_FILE)
+    events_path = _Entry(EVENTS_FILE)
+    metrics_path = _Entry(METRICS_FILE)
+    model_dir = _Entry(MODEL_DIR)
+    checkpoints_dir = _Entry(CHECKPOINTS_DIR)
+    log_path = _Entry(LOG_FILE)
+    predictions_path = _Entry(PREDICTIONS_FILE)
+    arms_dir = _Entry(ARMS_DIR)
 
     @classmethod
     def load(cls, path: Path) -> Run:
@@ -549,19 +395,6 @@ def find_run(ref: str, home: Path | None = None) -> Run:
         ids = ", ".join(r.id for r in matches[:4])
         raise RunError(f"'{ref}' matches {len(matches)} runs ({ids}); give more of the id")
     return matches[0]
-
-
-def delete_run(run: Run) -> None:
-    """Remove a run directory. An active run must be cancelled first."""
-    import shutil
-
-    if run.refresh().is_active:
-        raise RunError(f"run {run.id} is still {run.state}; cancel it first")
-    # Held until the folder is gone: no resume starts a worker in a half-deleted run.
-    with claim_run(run, "first"):
-        if run.refresh().is_active:  # resumed by another client meanwhile
-            raise RunError(f"run {run.id} is {run.state} again; cancel it first")
-        shutil.rmtree(run.path)
 
 
 def _hostname() -> str:

@@ -1,8 +1,10 @@
 """Hardware telemetry: GPUs through NVML (nvidia-ml-py), CPU and RAM through psutil.
 
 ``sample()`` returns one plain dict (the payload of a ``telemetry`` event). ``Sampler`` runs it
-in a daemon thread at most once a second and hands each sample to a callback. No GPU, no NVML
-driver, or a GPU that stops answering: the GPU list is empty and nothing raises.
+in a daemon thread at most once a second and hands each sample to a callback; ``Periodic`` is
+that loop for any function (the worker's heartbeat runs in one of its own, so that a sample
+that raises or hangs never delays it). No GPU, no NVML driver, or a GPU that stops answering:
+the GPU list is empty and nothing raises.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ _nvml_state: bool | None = None  # None = not tried, True = ready, False = unava
 _nvml_lock = threading.Lock()
 
 
-def _nvml():
+def _nvml() -> Any:
     global _nvml_state
     with _nvml_lock:
         if _nvml_state is None:
@@ -71,7 +73,7 @@ def gpu_samples(pid: int | None = None) -> list[dict[str, Any]]:
     return gpus
 
 
-def _process_gpu_memory(nv, handle, pid: int) -> int | None:
+def _process_gpu_memory(nv: Any, handle: Any, pid: int) -> int | None:
     try:
         procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
     except Exception:
@@ -101,30 +103,44 @@ def sample(pid: int | None = None) -> dict[str, Any]:
     }
 
 
-class Sampler:
-    """Calls ``callback(sample())`` every ``interval`` seconds (≥ 1 s) in a daemon thread."""
+class Periodic:
+    """Calls ``tick()`` every ``interval`` seconds in a daemon thread of its own. An exception
+    in one call is swallowed (it must never take a run down) and the next call comes on time;
+    ``stop()`` ends the loop and joins the thread."""
 
-    def __init__(self, callback: Callable[[dict[str, Any]], None], interval: float = 2.0) -> None:
-        self.callback = callback
-        self.interval = max(1.0, interval)
+    def __init__(self, tick: Callable[[], None], interval: float, name: str) -> None:
+        self.tick = tick
+        self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bertui-telemetry", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def start(self) -> Sampler:
-        import psutil
-
-        psutil.cpu_percent(interval=None)  # prime: the first reading is against this moment
+    def start(self) -> Periodic:
         self._thread.start()
         return self
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.callback(sample())
-            except Exception:  # telemetry must never take a run down
+                self.tick()
+            except Exception:  # noqa: BLE001 - see the class docstring
                 pass
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+
+class Sampler(Periodic):
+    """Calls ``callback(sample())`` every ``interval`` seconds (≥ 1 s) in a daemon thread. A
+    sample that raises (a psutil or NVML error) is skipped; it never reaches ``callback``."""
+
+    def __init__(self, callback: Callable[[dict[str, Any]], None], interval: float = 2.0) -> None:
+        super().__init__(lambda: callback(sample()), max(1.0, interval), "bertui-telemetry")
+
+    def start(self) -> Sampler:
+        import psutil
+
+        psutil.cpu_percent(interval=None)  # prime: the first reading is against this moment
+        super().start()
+        return self

@@ -1,15 +1,11 @@
-"""Fine-tuning with the transformers ``Trainer``, the baselines, and the events a run writes.
-
-One run measures three models on the same eval split:
-
-1. **pre-trained** — the encoder as loaded plus a freshly initialised, seeded classification
-   head (saved to ``pretrained_head.safetensors`` so the very same model can be reloaded);
-2. **linear probe** — the frozen encoder's mean-pooled features, a scikit-learn logistic
-   regression on top (weights kept as plain arrays in ``probe.safetensors``);
-3. **fine-tuned** — every weight trained with ``Trainer``.
+"""The pieces the arms are built from: device, tokenisation, batched inference, the linear
+probe's logistic regression, and the transformers ``Trainer`` of a run (its arguments,
+datasets, collator and compute_metrics).
 
 The defaults are chosen to learn on small data: dynamic padding, length-grouped batches,
 warmup as a fraction of the steps, a learning rate that suits the model size, eval each epoch.
+The arms themselves (pre-trained, probe, fine-tuned) are in ``bertui.core.arms``; the Trainer
+subclass and its callbacks in ``bertui.core.trainer_hooks``.
 """
 
 from __future__ import annotations
@@ -17,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
+from bertui.core.schema import DEFAULT_ARMS, RunOptions, read_table
 
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
@@ -36,30 +32,36 @@ class Cancelled(Exception):
 
 @dataclass
 class Hyper:
-    """Hyper-parameters of a run as stored in config.toml's [train] table."""
+    """Hyper-parameters of a run as stored in config.toml's [train] table. The options are
+    the run schema's ``[train]`` fields (defaults there); the last four are the recipe's own
+    (not options, read from the table when it has them)."""
 
-    epochs: float = 3.0
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    max_length: int = 128
-    seed: int = 0
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32
-    probe: bool = True
+    epochs: float = RunOptions.epochs
+    learning_rate: float | None = RunOptions.learning_rate
+    batch_size: int | None = RunOptions.batch_size
+    max_length: int = RunOptions.max_length
+    seed: int = RunOptions.seed
+    precision: str = RunOptions.precision  # auto | bf16 | fp16 | fp32
+    group_by_length: bool = RunOptions.group_by_length
+    compact_vocab: bool = RunOptions.compact_vocab
+    fast_dropout: bool = RunOptions.fast_dropout
+    torch_compile: bool = RunOptions.torch_compile
+    auto_batch_size: bool = RunOptions.auto_batch_size
+    checkpoint_minutes: float = RunOptions.checkpoint_minutes
+    probe: bool = "probe" in DEFAULT_ARMS  # [train] probe: derived from the arms
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    auto_batch_size: bool = False
-    checkpoint_minutes: float = 2.0
-    group_by_length: bool = True
-    compact_vocab: bool = True
-    fast_dropout: bool = False
-    torch_compile: bool = False
     eval_batch_size: int | None = None
     logging_points: int = 200
 
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> Hyper:
-        known = {k: v for k, v in table.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """Read through the schema: a missing option takes its default."""
+        own = {k: table[k] for k in ("probe", *RECIPE_KEYS) if k in table}
+        return cls(**read_table("train", table), **own)
+
+
+RECIPE_KEYS = ("warmup_ratio", "weight_decay", "eval_batch_size", "logging_points")
 
 
 @dataclass
@@ -328,9 +330,12 @@ def classifier_head_state(model: Any) -> dict[str, Any]:
 
 def make_training_args(hyper: Hyper, device: Device, output_dir: Path, n_train: int) -> Any:
     """``TrainingArguments`` for a run: the defaults that learn on small data, and the fast
-    path on GPU (bf16/fp16, TF32, fused AdamW, pinned memory, loader workers)."""
+    path on GPU (bf16/fp16, TF32, fused AdamW, pinned memory, loader workers). The learning
+    rate is set by then (the engine picks one for the model's size when the config has none)."""
     from transformers import TrainingArguments
 
+    if hyper.learning_rate is None:
+        raise ValueError("make_training_args needs hyper.learning_rate set")
     batch = hyper.batch_size or (GPU_BATCH_SIZE if device.kind == "cuda" else CPU_BATCH_SIZE)
     steps_per_epoch = max(1, math.ceil(n_train / (batch * device.count)))
     total = max(1, math.ceil(steps_per_epoch * hyper.epochs))
@@ -370,21 +375,22 @@ def make_training_args(hyper: Hyper, device: Device, output_dir: Path, n_train: 
 
 
 def accuracy_f1(eval_pred: Any) -> dict[str, float]:
-    """compute_metrics for evaluations during training (numpy only: cheap)."""
+    """compute_metrics for evaluations during training: accuracy and macro-F1 from
+    ``metrics.classification_report``, the report every arm gets, on its cheap path
+    (scikit-learn, no ``evaluate``)."""
     import numpy as np
+
+    from bertui.core.metrics import classification_report
 
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
-    pred = np.asarray(logits).argmax(-1)
-    labels = np.asarray(labels)
-    f1s = []
-    for c in sorted(set(labels.tolist()) | set(pred.tolist())):
-        tp = int(((pred == c) & (labels == c)).sum())
-        fp = int(((pred == c) & (labels != c)).sum())
-        fn = int(((pred != c) & (labels == c)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float((pred == labels).mean()), "macro_f1": float(np.mean(f1s))}
+    logits = np.asarray(logits)
+    names = [str(i) for i in range(logits.shape[-1])]
+    report = classification_report(
+        np.asarray(labels), logits.argmax(-1), names, use_evaluate=False
+    )
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
 
 
 def make_trainer(
@@ -397,27 +403,9 @@ def make_trainer(
     pad_multiple: int | None,
     pad_id: int,
 ) -> Any:
-    from transformers import Trainer
-
-    class TimedTrainer(Trainer):
-        """A Trainer that keeps the time spent evaluating and checkpointing, so that training
-        throughput counts training alone."""
-
-        paused_seconds = 0.0
-
-        def evaluate(self, *a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return super().evaluate(*a, **k)
-            finally:
-                self.paused_seconds += time.perf_counter() - t0
-
-        def _save_checkpoint(self, *a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return super()._save_checkpoint(*a, **k)
-            finally:
-                self.paused_seconds += time.perf_counter() - t0
+    """The Trainer of a run (a ``TimedTrainer``: it keeps its evaluation and checkpoint time
+    apart), with bertui's datasets, dynamic padding and compute_metrics."""
+    from bertui.core.trainer_hooks import TimedTrainer
 
     return TimedTrainer(
         model=model,
@@ -429,181 +417,3 @@ def make_trainer(
         compute_metrics=accuracy_f1,
         callbacks=callbacks,
     )
-
-
-EPOCH_RNG_FILE = "bertui_epoch_rng.safetensors"
-
-
-def at_epoch_end(st: Any) -> bool:
-    """Whether a TrainerState stands at an epoch's end (its epoch count is whole)."""
-    return st.epoch is not None and abs(st.epoch - round(st.epoch)) < 1e-6
-
-
-def make_epoch_order_callback() -> Any:
-    """A TrainerCallback that gives a resumed run the batch order of the run it continues.
-
-    The Trainer's samplers (random and length-grouped) draw each epoch's order from torch's
-    global generator when the epoch starts. On resume the Trainer skips the batches already
-    done, and only then restores the checkpoint's generator state; so the order of the
-    resumed epoch came from the resumed process's own history (no baseline measurement, no
-    epochs before it): some rows were trained twice and others never. This records the
-    generator state at each epoch's start, stores it with every checkpoint, and on resume
-    (``resume_from``) puts it back at the resumed epoch's start. An uninterrupted run draws
-    exactly as a plain Trainer does.
-    """
-    import torch
-    from transformers import TrainerCallback
-
-    def capture() -> dict[str, Any]:
-        state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        return state
-
-    def restore(state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["cpu"])
-        cuda = state.get("cuda")
-        if cuda is not None and torch.cuda.is_available():
-            try:
-                torch.cuda.set_rng_state_all(list(cuda))
-            except (RuntimeError, IndexError):  # saved on more GPUs than this machine has
-                pass
-
-    class EpochOrder(TrainerCallback):
-        def __init__(self) -> None:
-            self.resume_from: Path | None = None
-            self.epoch_start: dict[str, Any] | None = None
-
-        def on_epoch_begin(self, args, st, control, **kw):
-            if self.resume_from is not None:
-                checkpoint, self.resume_from = Path(self.resume_from), None  # this epoch only
-                try:
-                    from safetensors.torch import load_file
-
-                    restore(load_file(str(checkpoint / EPOCH_RNG_FILE)))
-                except Exception:  # noqa: BLE001 - no file (an older checkpoint) or a torn one
-                    pass  # the Trainer's own order, as before
-            self.epoch_start = capture()
-
-        def on_save(self, args, st, control, **kw):
-            # The state a resume from this checkpoint starts its epoch with: mid-epoch, this
-            # epoch's start; at an epoch's end (after its evaluation), the state now, which is
-            # where the next epoch starts.
-            state = capture() if at_epoch_end(st) else self.epoch_start
-            folder = Path(args.output_dir) / f"checkpoint-{st.global_step}"
-            if state is not None and folder.is_dir():
-                from safetensors.torch import save_file
-
-                tmp = folder / f".{EPOCH_RNG_FILE}.tmp"
-                save_file(state, str(tmp))
-                os.replace(tmp, folder / EPOCH_RNG_FILE)
-
-    return EpochOrder()
-
-
-def make_events_callback(
-    emit: Callable[..., None],
-    state: dict[str, Any],
-    *,
-    samples_per_step: int,
-    tokens_per_sample: float,
-    checkpoint_seconds: float,
-    stop_requested: Callable[[], bool],
-) -> Any:
-    """A TrainerCallback that turns the Trainer's progress into bertui events.
-
-    ``state`` is shared with the worker (step, total steps, samples/s) for its heartbeat.
-    """
-    from transformers import TrainerCallback
-
-    class EventsCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.trainer: Any = None  # set by the worker once the Trainer exists
-            self.t_start = 0.0
-            self.step_start = 0
-            self.last_progress = 0.0
-            self.last_save = 0.0
-
-        def on_train_begin(self, args, st, control, **kw):
-            self.t_start = self.last_save = time.perf_counter()
-            self.step_start = st.global_step
-            state.update(step=st.global_step, total_steps=st.max_steps)
-            emit("phase", st.global_step, name="training", total_steps=st.max_steps)
-
-        def _progress(self, st, trainer_paused: float) -> None:
-            now = time.perf_counter()
-            elapsed = max(1e-9, now - self.t_start - trainer_paused)
-            done = st.global_step - self.step_start
-            sps = done * samples_per_step / elapsed
-            remaining = max(0, st.max_steps - st.global_step)
-            eta = remaining * elapsed / done if done else None
-            state.update(
-                step=st.global_step,
-                total_steps=st.max_steps,
-                samples_per_s=round(sps, 2),
-                eta_s=eta,
-            )
-            emit(
-                "progress",
-                st.global_step,
-                total_steps=st.max_steps,
-                epoch=st.epoch,
-                samples_per_s=round(sps, 2),
-                tokens_per_s=round(sps * tokens_per_sample, 1),
-                eta_s=None if eta is None else round(eta, 1),
-                elapsed_s=round(now - self.t_start, 1),
-            )
-
-        def on_step_end(self, args, st, control, **kw):
-            now = time.perf_counter()
-            if now - self.last_progress >= 1.0 or st.global_step == st.max_steps:
-                self.last_progress = now
-                self._progress(st, getattr(self.trainer, "paused_seconds", 0.0))
-            if stop_requested():
-                control.should_save = True
-                control.should_training_stop = True
-            elif checkpoint_seconds and now - self.last_save >= checkpoint_seconds:
-                control.should_save = True
-            return control
-
-        def on_epoch_end(self, args, st, control, **kw):
-            # A cancel ends the epoch early; the Trainer would then evaluate (for the epoch
-            # strategy) and save again. That evaluation draws from torch's generator (each
-            # DataLoader pass takes a seed), so the checkpoint would hold a generator state the
-            # uninterrupted run never had, and the resumed run's dropout would differ. The
-            # checkpoint saved at the step's end is the one to keep.
-            if stop_requested() and not at_epoch_end(st):
-                control.should_evaluate = False
-                control.should_save = False
-            return control
-
-        def on_save(self, args, st, control, **kw):
-            self.last_save = time.perf_counter()
-            emit(
-                "checkpoint",
-                st.global_step,
-                path=os.path.join(args.output_dir, f"checkpoint-{st.global_step}"),
-            )
-
-        def on_log(self, args, st, control, logs=None, **kw):
-            logs = logs or {}
-            if "eval_loss" in logs:
-                emit(
-                    "eval",
-                    st.global_step,
-                    epoch=logs.get("epoch", st.epoch),
-                    eval_loss=logs.get("eval_loss"),
-                    accuracy=logs.get("eval_accuracy"),
-                    macro_f1=logs.get("eval_macro_f1"),
-                )
-            elif "loss" in logs:
-                emit(
-                    "train",
-                    st.global_step,
-                    loss=logs.get("loss"),
-                    learning_rate=logs.get("learning_rate"),
-                    epoch=logs.get("epoch", st.epoch),
-                    grad_norm=logs.get("grad_norm"),
-                )
-
-    return EventsCallback()

@@ -1,5 +1,6 @@
 """The bertui application: builds the App (``make_app``), holds the navigation between the
-screens (New run, Monitor, Compare, Runs), loads the themes and remembers the chosen one.
+screens (New run, Monitor, Compare, Runs; the New run form is kept while other screens are
+looked at), loads the themes and remembers the chosen one.
 
 Start-up imports only Textual and bertui's light modules (no torch, no transformers): the
 first screen is drawn before any model or dataset is read.
@@ -15,12 +16,15 @@ from typing import Any
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 
 from bertui.core.runs import Run, RunError, find_run, list_runs, runs_dir
 from bertui.tui.commands import ActionsProvider, ThemesProvider
 from bertui.tui.settings import Settings, config_dir
 from bertui.tui.themes import DEFAULT_THEME, builtin_themes, user_themes
+
+NEW_RUN_SCREEN = "new-run"  # the name the New run form is installed under
 
 
 class BertuiApp(App):
@@ -170,10 +174,29 @@ class BertuiApp(App):
             self.switch_screen(screen)
 
     def action_new_run(self) -> None:
+        """The New run form: the same one each time (what was typed in it stays while the
+        other screens are looked at), a fresh one once a run was started from it."""
         from bertui.tui.screens.new_run import NewRunScreen
 
-        if not isinstance(self.screen, NewRunScreen):
-            self.show(NewRunScreen())
+        if isinstance(self.screen, NewRunScreen):
+            return
+        if not self.is_screen_installed(NEW_RUN_SCREEN):
+            self.install_screen(NewRunScreen(), NEW_RUN_SCREEN)  # installed: kept when left
+        self.show(self.get_screen(NEW_RUN_SCREEN))
+
+    def on_new_run_screen_started(self, message: Message) -> None:
+        # Bubbled up from the form, after its own handler has opened the new run.
+        self.call_later(self._discard_new_run_form)
+
+    async def _discard_new_run_form(self) -> None:
+        if not self.is_screen_installed(NEW_RUN_SCREEN):
+            return
+        form = self.get_screen(NEW_RUN_SCREEN)
+        if form in self.screen_stack:
+            return  # still shown: the new run could not be opened, the form stays as it is
+        self.uninstall_screen(NEW_RUN_SCREEN)
+        if form.is_attached:
+            await form.remove()
 
     def action_show_runs(self) -> None:
         from bertui.tui.screens.runs import RunsScreen

@@ -1,4 +1,5 @@
-"""Small text formatters shared by the screens: durations, sizes, rates, percentages."""
+"""Small text formatters shared by the screens: durations, sizes, rates, percentages, plain
+numbers such as epochs."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ def rate(value: float | None, unit: str = "/s") -> str:
     if value is None:
         return "—"
     return f"{count(value) if value >= 1000 else f'{value:.1f}'}{unit}"
+
+
+def number(value: object, digits: int = 2) -> str:
+    """A number as people write it: at most ``digits`` decimals, no trailing zeros
+    (2.869565 → "2.87", 3.0 → "3", 0.5 → "0.5"); ``None`` → "—"; anything else as it is."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits > 0 else f"{value:.0f}"
+    return "0" if text == "-0" else text
 
 
 def percent(value: float | None, digits: int = 1) -> str:

@@ -166,3 +166,37 @@ def screen_text(app) -> str:
 
 def os_env_offline() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+class Stall:
+    """Stands in for a filesystem that hangs: wraps ``function`` so that, once ``arm()`` was
+    called, its next call (for which ``when(*args)`` holds) blocks until ``release()``.
+    ``released`` records how each stalled call ended: False when nobody released it within
+    ``timeout`` seconds, which is what happens when the call blocks the app's own thread (the
+    test cannot run meanwhile)."""
+
+    def __init__(self, function, when=lambda *args: True, timeout: float = 10.0) -> None:
+        import threading
+
+        self.function, self.when, self.timeout = function, when, timeout
+        self._armed, self.stalled, self._release = (threading.Event(), threading.Event(),
+                                                    threading.Event())
+        self.released: list[bool] = []
+
+    def __call__(self, *args, **kwargs):
+        if self._armed.is_set() and self.when(*args):
+            self._armed.clear()
+            self.stalled.set()
+            self.released.append(self._release.wait(timeout=self.timeout))
+        return self.function(*args, **kwargs)
+
+    def __get__(self, instance, owner=None):  # set on a class, it stands in for a method
+        import functools
+
+        return self if instance is None else functools.partial(self, instance)
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def release(self) -> None:
+        self._release.set()

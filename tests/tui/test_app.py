@@ -265,3 +265,46 @@ asyncio.run(main())
     assert out.returncode == 0, out.stderr
     assert "RunsScreen" in out.stdout
     assert "heavy: []" in out.stdout
+
+
+async def test_the_new_run_form_keeps_what_was_typed(bertui_home, config_path, no_cached_models,
+                                                     monkeypatch):
+    """A look at Runs does not lose a half-filled form; once a run starts from it, ctrl+n
+    opens a fresh one."""
+    from textual.widgets import Input
+
+    from .conftest import settle
+
+    monkeypatch.setattr("bertui.core.launch.build_config", lambda options: {
+        "name": options.name, "model": {"spec": options.model},
+        "data": {"train": options.dataset}})
+    monkeypatch.setattr("bertui.core.launch.start_run",
+                        lambda config, home=None: create_run(config, home))
+    app = build_app(bertui_home, config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        form = app.screen
+        assert isinstance(form, NewRunScreen)
+        form.query_one("#name", Input).value = "half-filled"
+        form.query_one("#epochs", Input).value = "1"
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert app.screen is form
+        assert form.query_one("#name", Input).value == "half-filled"
+        assert form.query_one("#epochs", Input).value == "1"
+        assert len(app.screen_stack) == 2
+
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        assert app.screen.run.name == "half-filled"
+        await settle(pilot)
+        assert not form.is_attached  # let go of, not kept behind the Monitor
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert isinstance(app.screen, NewRunScreen) and app.screen is not form
+        assert app.screen.query_one("#name", Input).value == ""
+        assert app.screen.query_one("#epochs", Input).value == "3"

@@ -1,44 +1,15 @@
-"""Folding events into what the Monitor shows (no terminal needed)."""
+"""Following a run for the Monitor (no terminal needed); the folding itself is tested in
+tests/test_events.py."""
 
 from __future__ import annotations
 
 import json
 
-from bertui.core.runs import append_event, create_run, make_event
-from bertui.tui.follow import TELEMETRY_HISTORY, RunFollower, RunHistory
+from bertui.core.events import append_event, make_event
+from bertui.core.runs import create_run
+from bertui.tui.follow import RunFollower
 
 from .conftest import FINISHED, RECORDED
-
-
-def test_history_folds_each_event_type():
-    history = RunHistory()
-    history.apply({"type": "run_start", "time": 10.0, "step": 0, "total_steps": 20,
-                   "epochs": 2.0})
-    history.apply({"type": "phase", "time": 11.0, "step": 0, "name": "training"})
-    history.apply({"type": "baseline", "time": 11.0, "step": 0, "name": "probe",
-                   "accuracy": 0.7})
-    history.apply({"type": "train", "time": 12.0, "step": 5, "loss": 0.6, "epoch": 0.5})
-    history.apply({"type": "eval", "time": 13.0, "step": 10, "accuracy": 0.8,
-                   "eval_loss": 0.4})
-    history.apply({"type": "mystery", "time": 14.0, "step": 11})
-    history.apply({"type": "run_end", "time": 15.0, "step": 11, "state": "failed",
-                   "error": "boom"})
-    assert history.total_steps == 20 and history.step == 11
-    assert history.phase == "training"
-    assert history.baselines["probe"]["accuracy"] == 0.7
-    assert history.train_loss == [(5, 0.6)]
-    assert history.eval_series("accuracy") == [(10, 0.8)]
-    assert history.fraction == 11 / 20
-    assert [e["message"] for e in history.logs] == ["boom"]
-    assert (history.first_time, history.last_time) == (10.0, 15.0)
-
-
-def test_telemetry_history_is_bounded():
-    history = RunHistory()
-    for i in range(TELEMETRY_HISTORY + 10):
-        history.apply({"type": "telemetry", "time": i, "step": i, "cpu_percent": i})
-    assert len(history.telemetry) == TELEMETRY_HISTORY
-    assert history.latest_telemetry()["cpu_percent"] == TELEMETRY_HISTORY + 9
 
 
 def test_follower_reads_only_what_is_new(bertui_home):

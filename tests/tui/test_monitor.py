@@ -10,14 +10,15 @@ import time
 
 from textual.widgets import ProgressBar, Sparkline
 
-from bertui.core.runs import append_event, atomic_write_json, create_run, make_event
+from bertui.core.events import append_event, make_event
+from bertui.core.runs import atomic_write_json, create_run
 from bertui.tui.screens.compare import CompareScreen
 from bertui.tui.screens.confirm import ConfirmModal
 from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.widgets.chart import Chart
 from bertui.tui.widgets.hardware import CpuBlock, GpuBlock
 
-from .conftest import FINISHED, RECORDED, build_app, plain, wait_until
+from .conftest import FINISHED, RECORDED, Stall, build_app, plain, wait_until
 
 GIB = 1024**3
 
@@ -221,3 +222,58 @@ async def test_reattach_replays_the_whole_history(recorded_home, config_path):
         assert history.step == 69
         clock = plain(screen.query_one("#run-clock"))
         assert "step 69/69" in clock and "elapsed 25s" in clock
+
+
+def step_labels(chart: Chart) -> list[str]:
+    """The labels under a chart's x axis, as the chart renders them."""
+    lines = chart.render().plain.splitlines()
+    axis = next(i for i, line in enumerate(lines) if "└" in line)
+    return lines[axis + 1].split()
+
+
+async def test_the_epoch_and_the_step_axis_read_as_people_write_them(bertui_home, config_path):
+    """"2.87 / 3", not "2.869565217391304 / 3.0"; steps 0 20 40 60, not 17.2."""
+    run = live_run(bertui_home)
+    emit(run, "run_start", 0, total_steps=69, epochs=3.0, n_train=360, n_eval=100)
+    emit(run, "baseline", 0, name="pretrained", accuracy=0.5, macro_f1=0.33)
+    for step in range(1, 67):
+        emit(run, "train", step, loss=0.7 - 0.005 * step, epoch=step * 3 / 69)
+    emit(run, "eval", 23, epoch=1.0, eval_loss=0.4, accuracy=0.8, macro_f1=0.8)
+    emit(run, "progress", 66, total_steps=69, epoch=2.869565217391304, samples_per_s=70.0)
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.follower.history.step == 66)
+        await wait_until(pilot, lambda: "70.0" in plain(screen.query_one("#run-throughput")))
+        assert plain(screen.query_one("#run-throughput")).splitlines()[-1] == "epoch      2.87 / 3"
+        for chart_id in ("#loss-chart", "#accuracy-chart"):
+            chart = screen.query_one(chart_id, Chart)
+            await wait_until(pilot, lambda chart=chart: chart.draws >= 1)
+            assert step_labels(chart) == ["0", "20", "40", "60"], chart_id
+
+
+async def test_a_stalled_read_leaves_the_monitor_answering(bertui_home, config_path,
+                                                           monkeypatch):
+    """The events file stops answering (a network filesystem that hangs): the app still
+    takes keys meanwhile, and the read, once it comes back, is not lost."""
+    from bertui.core.events import EventReader
+
+    run = live_run(bertui_home)
+    stall = Stall(EventReader.read_new, when=lambda reader: reader.path == run.events_path)
+    monkeypatch.setattr(EventReader, "read_new", stall)
+    app = build_app(bertui_home, config_path, show_run=run.id, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        emit(run, "train", 5, loss=0.5, epoch=0.1)
+        stall.arm()
+        await wait_until(pilot, stall.stalled.is_set)
+        await pilot.press("x")  # cancel the run? asks first
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        stall.release()
+        await pilot.press("n")
+        await wait_until(pilot, lambda: stall.released)
+        assert stall.released == [True]
+        assert app.screen is screen
+        await wait_until(pilot, lambda: screen.follower.history.step == 5)

@@ -10,7 +10,7 @@ from bertui.tui.screens.monitor import MonitorScreen
 from bertui.tui.screens.runs import RunsScreen
 from bertui.tui.widgets.chart import Chart
 
-from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, build_app, plain, wait_until
+from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, Stall, build_app, plain, wait_until
 
 
 async def open_runs(app, pilot):
@@ -85,7 +85,7 @@ async def test_delete_waits_for_a_live_worker_off_the_ui_thread(recorded_home, c
     happens in a thread, so the table still answers the keys meanwhile."""
     from conftest import hold_lock
 
-    monkeypatch.setattr("bertui.core.runs.WORKER_EXIT_SECONDS", 3.0)
+    monkeypatch.setattr("bertui.core.process.WORKER_EXIT_SECONDS", 3.0)
     path = recorded_home / "runs" / FAILED
     holder = hold_lock(path)
     try:
@@ -154,7 +154,7 @@ async def test_two_marked_runs_overlay_their_curves(recorded_home, config_path):
         await pilot.press("space")
         await pilot.pause()
         assert screen.marked == [FINISHED, FINISHED_2]
-        assert overlay.display
+        await wait_until(pilot, lambda: overlay.display)  # once both logs are read (a thread)
         assert screen.query_one("#overlay-accuracy", Chart).draws >= 1
         assert "demo-minilm vs demo-minilm-lr5e-5" in plain(screen.query_one("#runs-hint"))
         assert screen.query_one(DataTable).get_row(FINISHED)[0].startswith("✓")
@@ -205,3 +205,73 @@ async def test_cancel_is_not_offered_for_ended_runs(recorded_home, config_path):
         for run_id in (FINISHED, FAILED, CANCELLED):
             await move_to(pilot, screen, run_id)
             assert screen.check_action("cancel_run", ()) is False
+
+
+async def test_the_overlay_reads_only_what_the_logs_gained(recorded_home, config_path,
+                                                          monkeypatch):
+    """Every refresh re-read both runs' whole event logs; now each is read once, then only
+    what was appended to it."""
+    import json
+
+    from bertui.core.events import EventReader
+
+    real_read_new = EventReader.read_new
+    read: list[int] = []  # events read from the two marked runs' logs, per read
+
+    def read_new(reader):
+        events = real_read_new(reader)
+        if reader.path.parent.name in (FINISHED, FINISHED_2):
+            read.append(len(events))
+        return events
+
+    monkeypatch.setattr(EventReader, "read_new", read_new)
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        for run_id in (FINISHED, FINISHED_2):
+            await move_to(pilot, screen, run_id)
+            await pilot.press("space")
+        overlay = screen.query_one("#overlay")
+        await wait_until(pilot, lambda: overlay.display)
+        logs = [recorded_home / "runs" / r / "events.jsonl" for r in (FINISHED, FINISHED_2)]
+        assert sum(read) == sum(len(log.read_text().splitlines()) for log in logs)
+        curves = screen.curves[FINISHED].points[("eval", "accuracy")]
+        assert len(curves) == 3
+
+        async def refresh() -> None:
+            reads = screen.reads
+            screen.reload()
+            await wait_until(pilot, lambda: screen.reads > reads)
+
+        read.clear()
+        await refresh()
+        await refresh()
+        assert read and sum(read) == 0  # looked, found nothing new
+        with logs[0].open("a") as fh:
+            fh.write(json.dumps({"v": 1, "type": "eval", "time": 1.0, "step": 70, "epoch": 3.5,
+                                 "accuracy": 0.95}) + "\n")
+        await refresh()
+        assert sum(read) == 1
+        assert curves[-1] == (3.5, 0.95) and len(curves) == 4
+
+
+async def test_a_stalled_runs_folder_leaves_the_table_answering(recorded_home, config_path,
+                                                                monkeypatch):
+    from bertui.tui.screens import runs as runs_screen
+
+    stall = Stall(runs_screen.list_runs)
+    monkeypatch.setattr(runs_screen, "list_runs", stall)
+    app = build_app(recorded_home, config_path, show_run=FINISHED)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_runs(app, pilot)
+        table = screen.query_one(DataTable)
+        row = table.cursor_row
+        stall.arm()
+        await pilot.press("f5")
+        await wait_until(pilot, stall.stalled.is_set)
+        await pilot.press("down")
+        await wait_until(pilot, lambda: table.cursor_row == row + 1)
+        stall.release()
+        await wait_until(pilot, lambda: stall.released)
+        assert stall.released == [True]
+        assert [str(k.value) for k in table.rows] == [CANCELLED, FAILED, FINISHED_2, FINISHED]

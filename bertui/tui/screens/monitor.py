@@ -2,12 +2,15 @@
 loss and accuracy curves, throughput, GPU (or CPU/RAM) telemetry and the last log lines.
 
 The screen polls the run directory a few times a second (``RunFollower``); a whole history is
-replayed on the first poll, so re-attaching to a run started earlier shows everything.
+replayed on the first poll, so re-attaching to a run started earlier shows everything. After
+that first look the reading (files, psutil) happens in a thread worker, one read at a time, and
+comes back as a message: a filesystem that stalls leaves the screen answering its keys.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,14 +19,16 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import ProgressBar, RichLog, Static
+from textual.worker import Worker
 
 from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES, pid_alive
-from bertui.tui.follow import RunFollower
-from bertui.tui.format import clock_time, count, duration, percent, rate, score
+from bertui.tui.follow import Reading, RunFollower
+from bertui.tui.format import clock_time, count, duration, number, percent, rate, score
 from bertui.tui.screens.base import BertuiScreen, PaletteCommand
 from bertui.tui.themes import state_style, theme_color
-from bertui.tui.widgets.chart import Chart
+from bertui.tui.widgets.chart import Chart, step_axis
 from bertui.tui.widgets.hardware import HardwarePanel
 
 if TYPE_CHECKING:
@@ -46,12 +51,19 @@ class MonitorScreen(BertuiScreen):
         Binding("escape", "app.show_runs", "Runs"),
     ]
 
+    @dataclass
+    class Read(Message):
+        """A look at the run directory, from the reading thread (``None``: it failed)."""
+
+        reading: Reading | None
+
     def __init__(self, run_path: Path) -> None:
         super().__init__()
         self.follower = RunFollower(Path(run_path))
         self.sub_title = self.follower.run.name
         self._logged = 0
         self._last_state: str | None = None
+        self._reading: Worker[None] | None = None  # the read in flight, if any
 
     @property
     def bertui(self) -> BertuiApp:
@@ -80,13 +92,29 @@ class MonitorScreen(BertuiScreen):
                           auto_scroll=True)
 
     async def on_mount(self) -> None:
-        await self.poll(force=True)
-        self.set_interval(POLL_SECONDS, self.poll)
+        await self._show(self.follower.poll(), force=True)
+        self.set_interval(POLL_SECONDS, self._tick)
 
     # --- polling ------------------------------------------------------------------------------
 
-    async def poll(self, force: bool = False) -> None:
-        changed = self.follower.poll()
+    def _tick(self) -> None:
+        self._show_clock()
+        if self._reading is None or self._reading.is_finished:
+            self._reading = self._read()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="follow")
+    def _read(self) -> None:
+        try:
+            reading: Reading | None = self.follower.read()
+        except OSError:  # the folder went away, lost its permissions…: look again later
+            reading = None
+        self.post_message(self.Read(reading))
+
+    async def on_monitor_screen_read(self, message: Read) -> None:
+        if message.reading is not None:
+            await self._show(self.follower.apply(message.reading))
+
+    async def _show(self, changed: bool, force: bool = False) -> None:
         state = self.follower.state
         if changed or force:
             await self._show_history()
@@ -136,8 +164,8 @@ class MonitorScreen(BertuiScreen):
         self.query_one("#run-throughput", Static).update(
             f"samples/s  {rate(progress.get('samples_per_s'), '')}\n"
             f"tokens/s   {rate(progress.get('tokens_per_s'), '')}\n"
-            f"epoch      {history.epoch if history.epoch is not None else '—'}"
-            f" / {history.epochs or (config.get('train') or {}).get('epochs', '—')}")
+            f"epoch      {number(history.epoch)}"
+            f" / {number(history.epochs or (config.get('train') or {}).get('epochs'))}")
         lines = []
         for name, title in (("pretrained", "pre-trained"), ("probe", "linear probe")):
             base = history.baselines.get(name)
@@ -209,25 +237,25 @@ class MonitorScreen(BertuiScreen):
             if eval_loss:
                 plt.plot([s for s, _ in eval_loss], [v for _, v in eval_loss], label="eval",
                          color=colors("chart-eval"), marker="braille")
-            if total:
-                plt.xlim(0, total)
+            step_axis(plt, [s for s, _ in loss + eval_loss], total)
             plt.title("loss")
             plt.xlabel("step")
 
         def draw_accuracy(plt, colors) -> None:
             right = total or max([s for s, _ in accuracy] or [1])
+            steps = [s for s, _ in accuracy]
             for name, label in (("pretrained", "pre-trained"), ("probe", "linear probe")):
                 value = baselines.get(name)
                 if isinstance(value, (int, float)):
                     plt.plot([0, right], [value, value], label=label,
                              color=colors(f"model-{name}"), marker="braille")
+                    steps += [0, right]
             if accuracy:
                 plt.plot([s for s, _ in accuracy], [v for _, v in accuracy],
                          label="fine-tuned", color=colors("model-finetuned"),
                          marker="braille")
             plt.ylim(0, 1)
-            if total:
-                plt.xlim(0, total)
+            step_axis(plt, steps, total)
             plt.title("eval accuracy")
             plt.xlabel("step")
 

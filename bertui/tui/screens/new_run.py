@@ -26,6 +26,8 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
+from bertui.core.errors import BadInput
+from bertui.core.schema import FIELD, FIELDS, Field, RunOptions, validate_options
 from bertui.tui.format import count, one_line, size
 from bertui.tui.screens.base import BertuiScreen, PaletteCommand
 from bertui.tui.widgets.suggest import SpecSuggester, looks_like_path
@@ -34,20 +36,19 @@ if TYPE_CHECKING:
     from bertui.tui.app import BertuiApp
 
 DEBOUNCE_SECONDS = 0.35
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-# Option fields whose errors show under another field.
-FIELD_ALIASES = {"eval_dataset": "eval", "eval_split": "eval", "train": "dataset",
-                 "data": "dataset", "columns": "text_column"}
-NUMBER_FIELDS = ("epochs", "learning_rate", "batch_size", "max_length", "max_train_samples",
-                 "max_eval_samples", "seed", "holdout")
-
-
-class FormError(ValueError):
-    """A value that does not parse; ``field`` names the input."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+# Option fields whose errors show under another widget (those that share one, and the engine's
+# names for parts of the data).
+FIELD_ALIASES = {
+    **{f.name: f.widget_id for f in FIELDS if f.widget and f.widget_id != f.name},
+    "train": "dataset",
+    "data": "dataset",
+    "columns": "text_column",
+}
+# The inputs the model and the dataset checks read; the schema's checks read every other one.
+OWN_CHECKS = ("model", "dataset", "split")
+SCHEMA_INPUTS = {
+    f.widget_id for f in FIELDS if f.widget and f.widget.kind == "input"
+} - set(OWN_CHECKS)
 
 
 def user_message(text: str) -> str:
@@ -55,15 +56,35 @@ def user_message(text: str) -> str:
     return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), str(text))
 
 
-def _number(raw: str, field: str, kind: type, *, auto: bool = False) -> Any:
-    text = raw.strip().replace("_", "")
-    if auto and text.lower() in ("", "auto", "all", "none"):
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        word = "a whole number" if kind is int else "a number"
-        raise FormError(f"'{raw}' is not {word}", field) from None
+def in_group(group: str) -> list[Field]:
+    """The schema's fields that the form shows in one group, one per widget (the eval input
+    stands for two fields)."""
+    seen: set[str] = set()
+    out = []
+    for field in FIELDS:
+        if field.widget and field.widget.group == group and field.widget_id not in seen:
+            seen.add(field.widget_id)
+            out.append(field)
+    return out
+
+
+def make_widget(field: Field, **extra: Any) -> Any:
+    """A field's widget as its schema hint says, holding the field's default."""
+    hint, widget_id = field.widget, field.widget_id
+    assert hint is not None
+    if hint.kind == "input":
+        value = field.to_widget(field.default)
+        return Input(value, id=widget_id, compact=True, placeholder=hint.placeholder, **extra)
+    from textual.widgets import Checkbox, Select  # not before the first frame (start-up time)
+
+    if hint.kind == "select":
+        choices = [(c, c) for c in field.spec.choices]
+        if field.optional:
+            return Select(choices, id=widget_id, compact=True, prompt=hint.placeholder)
+        return Select(choices, value=field.default, id=widget_id, compact=True,
+                      allow_blank=False)
+    return Checkbox(hint.text, field.to_widget(field.default), id=widget_id, classes="toggle",
+                    tooltip=hint.tooltip)
 
 
 class Deferred(Vertical):
@@ -84,22 +105,6 @@ class Deferred(Vertical):
 
     def on_mount(self) -> None:
         self.post_message(self.Ready())
-
-
-# The speed-up toggles: (RunOptions field, label, checkbox text, tooltip).
-SPEED_UPS = (
-    ("group_by_length", "batches", "grouped by length",
-     "Batch texts of similar length together: less padding"),
-    ("compact_vocab", "embeddings", "only rows in use",
-     "Train only the word-embedding rows the data uses: the same model, faster steps"),
-    ("fast_dropout", "dropout", "fast masks (CPU)",
-     "Draw dropout masks from 64-bit random words: the same rate, a faster CPU step, "
-     "another random stream than a plain Trainer's"),
-    ("torch_compile", "compile", "torch.compile",
-     "Compile the model first (pays off on long GPU runs)"),
-    ("auto_batch_size", "memory", "auto batch size",
-     "Halve the batch and retry when the GPU runs out of memory"),
-)
 
 
 class NewRunScreen(BertuiScreen):
@@ -165,16 +170,14 @@ class NewRunScreen(BertuiScreen):
             with Horizontal(id="form-top"):
                 with Vertical(id="model-section", classes="section"):
                     yield Static("Model", classes="section-title")
-                    yield from self._field("model", "model", Input(
-                        "default", id="model", compact=True, suggester=self.model_suggester,
-                        placeholder="default, a hub id or a folder"))
+                    yield from self._schema_field(FIELD["model"],
+                                                  suggester=self.model_suggester)
                     yield Static("", id="model-info", classes="info")
                     yield Static("known: default", id="model-known", classes="hint")
                 with Vertical(id="data-section", classes="section"):
                     yield Static("Dataset", classes="section-title")
-                    yield from self._field("dataset", "dataset", Input(
-                        "demo", id="dataset", compact=True, suggester=self.dataset_suggester,
-                        placeholder="demo, a file (csv tsv json jsonl parquet) or a hub id"))
+                    yield from self._schema_field(FIELD["dataset"],
+                                                  suggester=self.dataset_suggester)
 
     def _start_area(self) -> ComposeResult:
         from textual.widgets import Button
@@ -185,63 +188,30 @@ class NewRunScreen(BertuiScreen):
         yield Static("", id="start-error", classes="field-error")
 
     def _dataset_details(self) -> ComposeResult:
-        from textual.widgets import Select
-
-        yield from self._field("split", "train split", Input(
-            "", id="split", compact=True, placeholder="train (default)"))
-        yield from self._field("eval", "eval", Input(
-            "", id="eval", compact=True,
-            placeholder="a split name or a file (default: automatic)"))
-        yield from self._field("holdout", "holdout", Input(
-            "0.2", id="holdout", compact=True))
-        yield from self._field("text_column", "text column", Select(
-            [], id="text_column", compact=True, prompt="(inferred)"))
-        yield from self._field("label_column", "label column", Select(
-            [], id="label_column", compact=True, prompt="(inferred)"))
+        for field in in_group("details"):
+            yield from self._schema_field(field)
         yield Static("", id="dataset-info", classes="info")
 
     def _training(self) -> ComposeResult:
-        from textual.widgets import Checkbox, Select
-
         yield Static("Training", classes="section-title")
         with Horizontal(id="train-columns"):
-            with Vertical(classes="train-column"):
-                yield from self._field("epochs", "epochs", Input(
-                    "3", id="epochs", compact=True))
-                yield from self._field("learning_rate", "learning rate", Input(
-                    "", id="learning_rate", compact=True,
-                    placeholder="auto (by model size)"))
-                yield from self._field("batch_size", "batch size", Input(
-                    "", id="batch_size", compact=True,
-                    placeholder="auto (16 CPU, 64 GPU)"))
-                yield from self._field("max_length", "max length", Input(
-                    "128", id="max_length", compact=True), hint="tokens")
-                yield from self._field("precision", "precision", Select(
-                    [(p, p) for p in PRECISIONS], value="auto", id="precision",
-                    compact=True, allow_blank=False))
-            with Vertical(classes="train-column"):
-                yield from self._field("max_train_samples", "train cap", Input(
-                    "", id="max_train_samples", compact=True, placeholder="all rows"))
-                yield from self._field("max_eval_samples", "eval cap", Input(
-                    "", id="max_eval_samples", compact=True, placeholder="all rows"))
-                yield from self._field("seed", "seed", Input(
-                    "0", id="seed", compact=True))
-                yield from self._field("name", "run name", Input(
-                    "", id="name", compact=True, placeholder="automatic"))
-                yield from self._field("probe", "baselines", Checkbox(
-                    "linear probe", True, id="probe", classes="toggle"))
-        # The speed-ups, each overridable (as the CLI's flags are), default as RunOptions'.
-        from bertui.core.launch import RunOptions
-
-        defaults = RunOptions()
-        with Horizontal(id="speed-columns"):
-            half = (len(SPEED_UPS) + 1) // 2
-            for column in (SPEED_UPS[:half], SPEED_UPS[half:]):
+            for group in ("training", "training-2"):
                 with Vertical(classes="train-column"):
-                    for name, label, text, tooltip in column:
-                        yield from self._field(name, label, Checkbox(
-                            text, getattr(defaults, name), id=name, classes="toggle",
-                            tooltip=tooltip))
+                    for field in in_group(group):
+                        yield from self._schema_field(field)
+        # The speed-ups, each overridable (as the CLI's flags are), in two columns.
+        speed_ups = in_group("speed-ups")
+        half = (len(speed_ups) + 1) // 2
+        with Horizontal(id="speed-columns"):
+            for column in (speed_ups[:half], speed_ups[half:]):
+                with Vertical(classes="train-column"):
+                    for field in column:
+                        yield from self._schema_field(field)
+
+    def _schema_field(self, field: Field, **extra: Any) -> ComposeResult:
+        assert field.widget is not None
+        yield from self._field(field.widget_id, field.widget.label, make_widget(field, **extra),
+                               hint=field.widget.hint)
 
     def _field(self, name: str, label: str, widget: Any, hint: str = "") -> ComposeResult:
         with Horizontal(classes="field", id=f"{name}-field"):
@@ -504,54 +474,31 @@ class NewRunScreen(BertuiScreen):
     @on(Input.Changed)
     def _any_input(self, event: Input.Changed) -> None:
         self._clear_start_error()
-        if event.input.id in NUMBER_FIELDS + ("name", "eval", "holdout"):
+        if event.input.id in SCHEMA_INPUTS:
             self._check_form()
             # the info's eval line follows; a failed or running dataset check is left alone
             if event.input.id in ("eval", "holdout") and self.dataset_ok and self.dataset_info:
                 self._show_dataset_info(self.dataset_info, self._dataset_key()[0])
 
-    def options(self) -> Any:
-        """The form as RunOptions; raises FormError or BadInput (with ``.field``)."""
-        from bertui.core.launch import RunOptions
+    def options(self) -> RunOptions:
+        """The form as RunOptions: each field from its widget (a CLI-only one at its default);
+        the eval input is a file or else a split. Raises BadInput (a FieldError, with
+        ``.field``) for a text that does not parse."""
+        from textual.widgets import Select
 
-        def text(name: str) -> str:
-            return self.query_one(f"#{name}", Input).value.strip()
-
-        holdout_text = text("holdout") or "0.2"
-        if holdout_text.endswith("%"):
-            holdout = _number(holdout_text[:-1], "holdout", float) / 100
-        else:
-            holdout = _number(holdout_text, "holdout", float)
-        eval_value = text("eval") or None
+        values = {}
+        for field in FIELDS:
+            widget: Any = self.query_one(f"#{field.widget_id}") if field.widget else None
+            raw = None if widget is None or widget.value is Select.NULL else widget.value
+            values[field.name] = field.from_widget(raw)
+        eval_value = values["eval_dataset"]
         eval_is_file = eval_value is not None and self._is_file_spec(eval_value)
-        return RunOptions(
-            model=text("model") or "default",
-            dataset=text("dataset") or "demo",
-            eval_dataset=eval_value if eval_is_file else None,
-            eval_split=eval_value if eval_value and not eval_is_file else None,
-            split=text("split") or None,
-            text_column=self._select("text_column"),
-            label_column=self._select("label_column"),
-            holdout=holdout,
-            epochs=_number(text("epochs"), "epochs", float),
-            learning_rate=_number(text("learning_rate"), "learning_rate", float, auto=True),
-            batch_size=_number(text("batch_size"), "batch_size", int, auto=True),
-            max_length=_number(text("max_length"), "max_length", int),
-            max_train_samples=_number(text("max_train_samples"), "max_train_samples", int,
-                                      auto=True),
-            max_eval_samples=_number(text("max_eval_samples"), "max_eval_samples", int,
-                                     auto=True),
-            seed=_number(text("seed"), "seed", int),
-            precision=self._select("precision") or "auto",
-            probe=self.query_one("#probe").value,
-            **{name: self.query_one(f"#{name}").value for name, *_ in SPEED_UPS},
-            name=text("name") or None,
-        )
+        values["eval_dataset"] = eval_value if eval_is_file else None
+        values["eval_split"] = None if eval_is_file else eval_value
+        return RunOptions(**values)
 
     def _check_form(self) -> None:
         """The cheap checks (parse the numbers, ``validate_options``), run on every change."""
-        from bertui.core.launch import validate_options
-
         if not self.ready:
             return
         for name in list(self.form_errors):
@@ -631,8 +578,9 @@ class NewRunScreen(BertuiScreen):
             return
         try:
             options = self.options()
-        except FormError as exc:
-            self._set_error(exc.field, str(exc))
+        except BadInput as exc:
+            field = exc.field or "start"
+            self._set_error(FIELD_ALIASES.get(field, field), str(exc))
             return
         self.starting = True
         self._update_start()
@@ -664,20 +612,17 @@ class NewRunScreen(BertuiScreen):
         self.notify(message.error, title="Cannot start the run", severity="error")
 
     def action_defaults(self) -> None:
-        """Put every field back to its default."""
-        defaults = {"model": "default", "dataset": "demo", "split": "", "eval": "",
-                    "holdout": "0.2", "epochs": "3", "learning_rate": "", "batch_size": "",
-                    "max_length": "128", "max_train_samples": "", "max_eval_samples": "",
-                    "seed": "0", "name": ""}
-        for name, value in defaults.items():
-            self.query_one(f"#{name}", Input).value = value
-        self.query_one("#precision").value = "auto"
-        self.query_one("#probe").value = True
-        from bertui.core.launch import RunOptions
+        """Put every field back to its default (the columns back to inferred: the dataset is
+        read again to fill them in)."""
+        from textual.widgets import Select
 
-        options = RunOptions()
-        for name, *_ in SPEED_UPS:
-            self.query_one(f"#{name}").value = getattr(options, name)
+        for field in FIELDS:
+            if field.widget:
+                value = field.to_widget(field.default)
+                widget: Any = self.query_one(f"#{field.widget_id}")
+                widget.value = Select.NULL if value is None else value
+        if self.ready:
+            self._check_dataset(columns=False)
 
     def palette_commands(self) -> list[PaletteCommand]:
         return [("Start the run", "Start training with this form", self.action_start),

@@ -1,8 +1,16 @@
 """Runs: every run under the bertui home (also those started by ``bertui train``) in a table;
-open, resume, delete, and mark two finished runs to overlay their eval curves."""
+open, resume, delete, and mark two finished runs to overlay their eval curves.
+
+The table is re-read every few seconds in a thread worker (listing the folder, reading each
+run's files, asking psutil whether its worker lives), one read at a time, and the result comes
+back as a message: a filesystem that stalls leaves the screen answering its keys. The overlay
+keeps an event reader per marked run, so each refresh reads only what its log gained.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -10,9 +18,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES, Run, RunError, delete_run, list_runs
+from bertui.core.events import EventReader
+from bertui.core.launch import delete_run
+from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES, Run, RunError, list_runs
 from bertui.tui.format import duration, one_line, percent, rate, short_timestamp
 from bertui.tui.screens.base import BertuiScreen
 from bertui.tui.screens.confirm import ConfirmModal
@@ -27,6 +38,47 @@ COLUMNS = (("name", "  name"), ("status", "status"), ("model", "model"),
            ("speed", "samples/s"), ("created", "created"))
 REFRESH_SECONDS = 2.0
 OVERLAY = 2  # how many runs the curve overlay compares
+CURVES = {("eval", "accuracy"): "eval accuracy by epoch", ("train", "loss"): "train loss by epoch"}
+
+Summary = dict[str, Any]  # Run.summary(): one row of the table
+
+
+class OverlayCurves:
+    """One marked run's curves by epoch, fed with the events its log gains (``reader``, read
+    in the thread; ``add``, on the UI thread)."""
+
+    def __init__(self, run: Run) -> None:
+        self.name = run.name
+        self.reader = EventReader(run.events_path)
+        self.points: dict[tuple[str, str], list[tuple[Any, Any]]] = {key: [] for key in CURVES}
+        self.loaded = False  # read at least once
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            for (kind, key), points in self.points.items():
+                if event.get("type") == kind and event.get(key) is not None:
+                    points.append((event.get("epoch"), event[key]))
+        self.loaded = True
+
+
+@dataclass
+class RunsReading:
+    """One look at the runs folder: each run with its summary, or why the folder could not be
+    listed (``rows`` is None); and the events the overlaid runs' logs gained."""
+
+    rows: list[tuple[Run, Summary]] | None
+    error: str = ""
+    curves: list[tuple[OverlayCurves, list[dict[str, Any]]]] = field(default_factory=list)
+
+
+def read_runs(home: Path | None, overlay: list[OverlayCurves]) -> RunsReading:
+    """The files behind the table (blocking I/O and psutil: run it off the UI thread)."""
+    try:
+        runs = list_runs(home)
+    except RunError as exc:  # the runs folder went away or lost its permissions
+        return RunsReading(None, str(exc))
+    return RunsReading([(run, run.summary()) for run in runs], "",
+                       [(curves, curves.reader.read_new()) for curves in overlay])
 
 
 class RunsTable(DataTable):
@@ -49,10 +101,21 @@ class RunsScreen(BertuiScreen):
         Binding("f5", "reload", "Reload"),
     ]
 
+    @dataclass
+    class Read(Message):
+        """A look at the runs folder, from the reading thread."""
+
+        reading: RunsReading
+
     def __init__(self) -> None:
         super().__init__()
         self.runs: dict[str, Run] = {}
+        self.summaries: dict[str, Summary] = {}
         self.marked: list[str] = []
+        self.curves: dict[str, OverlayCurves] = {}  # the marked runs'
+        self.reads = 0  # looks at the runs folder shown so far (tests read it)
+        self._reading = False  # a read is in flight
+        self._read_again = False  # and another was asked for meanwhile
         self._list_error = ""  # the last "cannot read the runs folder" said, said once
 
     @property
@@ -72,28 +135,56 @@ class RunsScreen(BertuiScreen):
         table = self.query_one(RunsTable)
         for key, label in COLUMNS:
             table.add_column(label, key=key)
-        self.reload()
+        self._apply(read_runs(self.bertui.home, []))  # the first look, before the first frame
         self.set_interval(REFRESH_SECONDS, self.reload)
-        self.app.theme_changed_signal.subscribe(self, lambda _t: self.reload(force=True))
+        self.app.theme_changed_signal.subscribe(self, lambda _t: self._show(force=True))
         table.focus()
 
     # --- the table ----------------------------------------------------------------------------
 
-    def reload(self, force: bool = False) -> None:
-        """Re-read the runs folder; keep the cursor on the same run."""
-        table = self.query_one(RunsTable)
+    def reload(self) -> None:
+        """Re-read the runs folder (in a thread; after the read in flight, if there is one)."""
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        self._read(self.bertui.home, list(self.curves.values()))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-read")
+    def _read(self, home: Path | None, overlay: list[OverlayCurves]) -> None:
         try:
-            runs = list_runs(self.bertui.home)
-        except RunError as exc:  # the runs folder went away or lost its permissions
-            if str(exc) != self._list_error:
-                self.notify(str(exc), title="Runs", severity="error")
-            self._list_error = str(exc)
+            reading = read_runs(home, overlay)
+        except Exception as exc:  # anything else unreadable: said like a folder that is
+            reading = RunsReading(None, f"cannot read the runs: {exc}")
+        self.post_message(self.Read(reading))
+
+    def on_runs_screen_read(self, message: Read) -> None:
+        self._reading = False
+        self._apply(message.reading)
+        if self._read_again:
+            self._read_again = False
+            self.reload()
+
+    def _apply(self, reading: RunsReading) -> None:
+        self.reads += 1
+        if reading.rows is None:
+            if reading.error != self._list_error:
+                self.notify(reading.error, title="Runs", severity="error")
+            self._list_error = reading.error
             return
         self._list_error = ""
-        self.runs = {run.id: run for run in runs}
+        for curves, events in reading.curves:
+            curves.add(events)
+        self.runs = {run.id: run for run, _ in reading.rows}
+        self.summaries = {run.id: summary for run, summary in reading.rows}
         self.marked = [m for m in self.marked if m in self.runs]
+        self._show()
+
+    def _show(self, force: bool = False) -> None:
+        """Show the runs last read; keep the cursor on the same run."""
+        table = self.query_one(RunsTable)
         current = self.highlighted
-        rows = [(run.id, self._cells(run)) for run in runs]
+        rows = [(run_id, self._cells(run_id)) for run_id in self.runs]
         existing = [str(key.value) for key in table.rows]
         if existing == [key for key, _ in rows] and not force:
             for key, cells in rows:
@@ -107,20 +198,20 @@ class RunsScreen(BertuiScreen):
             if current and current.id in self.runs:
                 table.move_cursor(row=table.get_row_index(current.id))
         empty = self.query_one("#runs-empty", Static)
-        empty.display = not runs
+        empty.display = not self.runs
         empty.update(f"No runs yet under {self.bertui.runs_folder}. "
-                     "Press ctrl+n to start one." if not runs else "")
+                     "Press ctrl+n to start one." if not self.runs else "")
         self._update_overlay()
         self.refresh_bindings()
 
-    def _cells(self, run: Run) -> list[Any]:
-        summary = run.summary()
+    def _cells(self, run_id: str) -> list[Any]:
+        summary = self.summaries[run_id]
         state = summary["status"]
         before, after = summary["accuracy_before"], summary["accuracy_after"]
         accuracy = "—" if after is None and before is None else \
             f"{percent(before)} → {percent(after)}"
         state_text = Text(state, style=state_style(self.app.theme_variables, state))
-        mark = "✓ " if run.id in self.marked else "  "
+        mark = "✓ " if run_id in self.marked else "  "
         return [
             mark + one_line(summary["name"], 24),
             state_text,
@@ -155,16 +246,21 @@ class RunsScreen(BertuiScreen):
 
     # --- actions ------------------------------------------------------------------------------
 
+    def state_of(self, run: Run | None) -> str | None:
+        """The state the table shows for ``run`` (as of the last read)."""
+        return None if run is None else self.summaries.get(run.id, {}).get("status")
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         run = self.highlighted if self.is_mounted else None
+        state = self.state_of(run)
         if action == "resume":
-            return run is not None and run.state in RESUMABLE_STATES
+            return state in RESUMABLE_STATES
         if action == "cancel_run":
-            return run is not None and run.state in ACTIVE_STATES
+            return state in ACTIVE_STATES
         if action == "delete":
-            return run is not None and run.state not in ACTIVE_STATES
+            return state is not None and state not in ACTIVE_STATES
         if action == "mark":
-            return run is not None and run.state == "finished"
+            return state == "finished"
         return True
 
     def action_reload(self) -> None:
@@ -172,23 +268,25 @@ class RunsScreen(BertuiScreen):
 
     def action_mark(self) -> None:
         run = self.highlighted
-        if run is None or run.state != "finished":
+        if run is None or self.state_of(run) != "finished":
             return
         if run.id in self.marked:
             self.marked.remove(run.id)
         else:
             self.marked.append(run.id)
             self.marked = self.marked[-OVERLAY:]
-        self.reload(force=True)
+        self._show(force=True)
+        if any(not curves.loaded for curves in self.curves.values()):
+            self.reload()
 
     def action_cancel_run(self) -> None:
         run = self.highlighted
-        if run is not None and run.state in ACTIVE_STATES:
+        if run is not None and self.state_of(run) in ACTIVE_STATES:
             self.bertui.cancel_run(run)
 
     def action_resume(self) -> None:
         run = self.highlighted
-        if run is not None and run.state in RESUMABLE_STATES:
+        if run is not None and self.state_of(run) in RESUMABLE_STATES:
             self._resume(run)
 
     @work(thread=True, exclusive=True, group="resume", exit_on_error=False)
@@ -237,31 +335,28 @@ class RunsScreen(BertuiScreen):
     def _update_overlay(self) -> None:
         hint = self.query_one("#runs-hint", Static)
         overlay = self.query_one("#overlay")
-        runs = [self.runs[m] for m in self.marked if m in self.runs]
-        if len(runs) < OVERLAY:
+        self.curves = {m: self.curves.get(m) or OverlayCurves(self.runs[m]) for m in self.marked}
+        marked = list(self.curves.values())
+        if len(marked) < OVERLAY:
             hint.update(f"Mark {OVERLAY} finished runs with space to overlay their eval curves "
-                        f"({len(runs)} marked).")
+                        f"({len(marked)} marked).")
             overlay.display = False
             return
-        hint.update("Curves of " + " vs ".join(r.name for r in runs) + ".")
-        overlay.display = True
-        curves = [(run.name, run.events()) for run in runs]
+        hint.update("Curves of " + " vs ".join(c.name for c in marked) + ".")
+        overlay.display = all(c.loaded for c in marked)  # else once their logs are read
         palette = ("chart-train", "chart-eval")
 
-        def curve(event_type: str, field: str, title: str):
+        def curve(series: tuple[str, str]):
+            lines = [(c.name, list(c.points[series])) for c in marked]
+
             def draw(plt, colors) -> None:
-                for (name, events), color in zip(curves, palette, strict=False):
-                    points = [(e.get("epoch"), e.get(field)) for e in events
-                              if e.get("type") == event_type and e.get(field) is not None]
+                for (name, points), color in zip(lines, palette, strict=False):
                     if points:
                         plt.plot([p[0] for p in points], [p[1] for p in points], label=name,
                                  color=colors(color), marker="braille")
-                plt.title(title)
+                plt.title(CURVES[series])
 
             return draw
 
-        accuracy = curve("eval", "accuracy", "eval accuracy by epoch")
-        loss = curve("train", "loss", "train loss by epoch")
-
-        self.query_one("#overlay-accuracy", Chart).plot(accuracy)
-        self.query_one("#overlay-loss", Chart).plot(loss)
+        self.query_one("#overlay-accuracy", Chart).plot(curve(("eval", "accuracy")))
+        self.query_one("#overlay-loss", Chart).plot(curve(("train", "loss")))

@@ -11,8 +11,10 @@ there the series' labels go to one coloured line under the plot instead.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from textual_plotext import PlotextPlot
@@ -22,6 +24,40 @@ from bertui.tui.themes import chart_color
 Draw = Callable[[Any, Callable[[str], tuple[int, int, int]]], None]
 MIN_INTERVAL = 0.25  # seconds between two redraws: at most 4 Hz
 INSIDE_LEGEND_WIDTH = 50  # narrower charts get their legend on a line of its own
+MOST_TICKS = 6  # on a step axis
+
+
+def integer_ticks(low: float, high: float, most: int = MOST_TICKS) -> list[int]:
+    """Whole numbers from ``low`` to ``high`` a round step apart (1, 2 or 5 × 10^k), at most
+    ``most`` of them: the ticks of an axis that counts steps."""
+    first, last = math.ceil(low), math.floor(high)
+    if last <= first:
+        return [first] if last == first else []
+    factors = itertools.cycle((2, 2.5, 2))  # steps 1, 2, 5, 10, 20, 50, …
+
+    def ticks(step: int) -> range:
+        return range(math.ceil(first / step) * step, last + 1, step)
+
+    step = 1
+    while len(ticks(step)) > most:
+        step = int(step * next(factors))
+    return list(ticks(step))
+
+
+def step_axis(plt: Any, steps: Iterable[float], total: int | None) -> None:
+    """Label the x axis with whole steps: 0 to ``total`` when it is known, else the range of
+    ``steps`` (the x values drawn)."""
+    if total:
+        low, high = 0.0, float(total)
+        plt.xlim(0, total)
+    else:
+        xs = [float(x) for x in steps]
+        if not xs:
+            return
+        low, high = min(xs), max(xs)
+    ticks = integer_ticks(low, high)
+    if ticks:
+        plt.xticks(ticks, [str(t) for t in ticks])
 
 
 class _LegendOutside:

@@ -1,0 +1,138 @@
+"""The ``finetuned`` arm: every weight trained with the transformers ``Trainer``.
+
+It trains the run's Trainer (built by the engine: the pre-trained arm measures through it
+first), resuming from the newest checkpoint when the run resumes, and keeps the model and
+tokenizer in ``model/`` (``save_pretrained``, safetensors). It also owns two run-level entries
+of metrics.json: ``train`` (throughput, steps, device, recipe) and ``errors`` (the eval
+examples it still gets wrong, most confident first).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bertui.core.arms.base import Arm
+from bertui.core.predictions import Prediction
+from bertui.core.runs import MODEL_DIR, last_checkpoint
+
+ERROR_SAMPLE = 50
+
+
+class FineTuned(Arm):
+    name = "finetuned"
+    title = "fine-tuned"
+    keeps = (MODEL_DIR,)
+    baseline = False
+
+    def prepare(self) -> None:
+        ctx = self.ctx
+        resume_from = last_checkpoint(ctx.run.checkpoints_dir) if ctx.ctl.resume else None
+        self.resume_from: Path | None = resume_from
+        self.start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+        self.wall = 0.0
+        if ctx.ctl.resume:
+            ctx.rec.emit("resume", self.start_step,
+                         checkpoint=str(resume_from) if resume_from else None)
+            ctx.rec.log(f"resuming from {resume_from.name}" if resume_from
+                        else "no checkpoint yet: training starts from the beginning")
+        ctx.epoch_order.resume_from = resume_from
+        steps_per_epoch = -(-len(ctx.train) // ctx.samples_per_step)
+        args = ctx.trainer.args
+        ctx.rec.emit(
+            "run_start",
+            0,
+            total_steps=int(steps_per_epoch * ctx.hyper.epochs + 0.999),
+            epochs=ctx.hyper.epochs,
+            n_train=len(ctx.train),
+            n_eval=len(ctx.evaluation),
+            labels=ctx.labels,
+            device=ctx.device.name,
+            precision=ctx.device.precision,
+            batch_size=args.per_device_train_batch_size,
+            learning_rate=ctx.hyper.learning_rate,
+            resumed_from=str(resume_from) if resume_from else None,
+        )
+
+    def train(self) -> bool:
+        ctx = self.ctx
+        ctx.ctl.training = True
+        t0 = time.perf_counter()
+        try:
+            ctx.trainer.train(resume_from_checkpoint=str(self.resume_from)
+                              if self.resume_from else None)
+        finally:
+            ctx.ctl.training = False
+        self.wall = time.perf_counter() - t0
+        if ctx.ctl.stop_requested:
+            ctx.rec.log("cancelled: checkpoint saved")
+            return False
+        ctx.rec.emit("phase", ctx.step, name="saving")
+        return True
+
+    def predict(self) -> Prediction:
+        from bertui.core.training import batched_forward
+
+        ctx = self.ctx
+        probs, _ = batched_forward(
+            ctx.trainer.model, ctx.evaluation, ctx.pad_id, ctx.eval_batch_size
+        )
+        return Prediction.of_probs(probs)
+
+    def fields(self) -> dict[str, Any]:
+        history = self.ctx.trainer.state.log_history
+        eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+        return {"note": "fine-tuned", **({"eval_loss": eval_losses[-1]} if eval_losses else {})}
+
+    def train_stats(self) -> dict[str, Any]:
+        """metrics.json's ``train``: what this session's training did, and how fast (the time
+        the Trainer spent evaluating and checkpointing left out)."""
+        ctx = self.ctx
+        state, hyper = ctx.trainer.state, ctx.hyper
+        steps_done = max(0, state.global_step - self.start_step)
+        train_seconds = max(1e-9, self.wall - ctx.trainer.paused_seconds)
+        samples = len(ctx.train) * hyper.epochs * steps_done / max(1, state.max_steps)
+        return {
+            "train_samples_per_s": round(samples / train_seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "wall_seconds": round(self.wall, 2),
+            "tokens_per_s": round(samples * ctx.train.mean_length / train_seconds, 1),
+            "steps": state.global_step,
+            "device": ctx.device.name,
+            "precision": ctx.device.precision,
+            "batch_size": ctx.trainer.args.per_device_train_batch_size,
+            "learning_rate": hyper.learning_rate,
+            "epochs": hyper.epochs,
+            "n_train": len(ctx.train),
+            "resumed": self.resume_from is not None,
+        }
+
+    def cost(self, seconds: float) -> dict[str, Any]:
+        stats = self.train_stats()
+        return {**super().cost(seconds), "train_seconds": stats["train_seconds"],
+                "train_samples_per_s": stats["train_samples_per_s"]}
+
+    def save(self, prediction: Prediction) -> None:
+        from bertui.core.metrics import misclassified
+        from bertui.core.vocab import weight_decay_factor
+
+        ctx = self.ctx
+        ctx.metrics["errors"] = misclassified(
+            ctx.prepared.eval.texts, ctx.evaluation.labels, prediction.probs, ctx.labels,
+            ERROR_SAMPLE,
+        )
+        ctx.metrics["train"] = self.train_stats()
+        model = ctx.trainer.model
+        if ctx.compacted is not None:
+            ctx.compacted.expand(weight_decay_factor(ctx.trainer, ctx.compacted.compact.weight))
+        if ctx.fast_dropout is not None:
+            ctx.fast_dropout.undo()
+        model.config.id2label = dict(ctx.id2label)
+        model.config.label2id = {v: k for k, v in ctx.id2label.items()}
+        model.save_pretrained(str(ctx.run.model_dir), safe_serialization=True)
+        ctx.tokenizer.save_pretrained(str(ctx.run.model_dir))
+
+    def summary(self, report: dict[str, Any]) -> str:
+        sps = self.ctx.metrics["train"]["train_samples_per_s"]
+        return f"fine-tuned: accuracy {report['accuracy']:.4f} ({sps} samples/s)"
