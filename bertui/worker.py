@@ -44,6 +44,7 @@ from bertui.core.runs import (
     atomic_write_json,
     read_json,
 )
+from bertui.core.schema import from_config
 from bertui.core.telemetry import Periodic, Sampler
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -102,9 +103,9 @@ class Worker:
         if not self.run.config:
             raise SystemExit(f"bertui.worker: {run_dir} has no readable config.toml")
         rank = int(os.environ.get("RANK", "0"))
-        monitor = self.run.config.get("monitor", {})
-        self.rec = Recorder(self.run, enabled=rank == 0, events=monitor.get("events", True))
-        self.telemetry_on = monitor.get("telemetry", True)
+        options = from_config(self.run.config)
+        self.rec = Recorder(self.run, enabled=rank == 0, events=options.monitor_events)
+        self.telemetry_on = options.monitor_telemetry
         self.resume = resume
         self.stop_requested = False
         self.training = False

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bertui.core.errors import BadInput
+from bertui.core.schema import RunOptions
 
 DEMO_SPEC = "demo"
 FILE_KINDS = {
@@ -63,7 +64,7 @@ LABEL_NAMES = (
     "gold_label",
     "fine_label",
 )
-DEFAULT_HOLDOUT = 0.2
+DEFAULT_HOLDOUT: float = RunOptions.holdout  # the schema's default, written there once
 _HUB_DATASET = re.compile(
     r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(:[\w.\-]+)?(@[\w.\-\[\]:%+]+)?$"
 )

@@ -20,7 +20,7 @@ from bertui.core.arms import ARMS, Arm, Control, Recorder, RunContext
 from bertui.core.errors import BadInput
 from bertui.core.predictions import Prediction, read_predictions, write_predictions
 from bertui.core.runs import Run, atomic_write_json, bertui_home, last_checkpoint
-from bertui.core.schema import arms_of
+from bertui.core.schema import arms_of, from_config
 from bertui.core.training import Encoded, Hyper, make_training_args, pick_device
 from bertui.core.vocab import CompactedModel, CompactVocab, can_compact
 
@@ -29,19 +29,18 @@ __all__ = ["Control", "Recorder", "prepare_data", "run_experiment"]
 
 def prepare_data(config: dict[str, Any]) -> data_mod.PreparedData:
     """The train and eval splits a run's config names (the worker and ``build_config``)."""
-    d = config.get("data", {})
-    hyper = config.get("train", {})
+    o = from_config(config)  # a field the config lacks takes the schema's default
     return data_mod.prepare(
-        d["train"],
-        d.get("eval"),
-        text_column=d.get("text_column"),
-        label_column=d.get("label_column"),
-        split=d.get("split"),
-        eval_split=d.get("eval_split"),
-        holdout=d.get("holdout", data_mod.DEFAULT_HOLDOUT),
-        max_train_samples=d.get("max_train_samples"),
-        max_eval_samples=d.get("max_eval_samples"),
-        seed=hyper.get("seed", 0),
+        o.dataset,
+        o.eval_dataset,
+        text_column=o.text_column,
+        label_column=o.label_column,
+        split=o.split,
+        eval_split=o.eval_split,
+        holdout=o.holdout,
+        max_train_samples=o.max_train_samples,
+        max_eval_samples=o.max_eval_samples,
+        seed=o.seed,
     )
 
 
@@ -82,16 +81,16 @@ def load(run: Run, rec: Recorder, ctl: Control) -> RunContext:
 
     config = run.config
     hyper = Hyper.from_config(config.get("train", {}))
-    mcfg = config.get("model", {})
-    trust = bool(mcfg.get("trust_remote_code", False))
+    options = from_config(config)
+    trust = options.trust_remote_code
     if trust:
         rec.log("trust_remote_code is on: code from the model repository will run", "warning")
     rec.emit("phase", 0, name="loading")
     device = pick_device(hyper.precision)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     source = models.resolve_model(
-        mcfg.get("spec", models.DEFAULT_SPEC),
-        allow_pickle=bool(mcfg.get("allow_pickle", False)),
+        options.model,
+        allow_pickle=options.allow_pickle,
         trust_remote_code=trust,
         download=True,
     )
@@ -140,13 +139,13 @@ def tokenise(ctx: RunContext) -> None:
 def load_model(ctx: RunContext) -> None:
     """The classifier (seeded head), on the device, on the vocabulary the data uses, with the
     learning rate that suits its size where the config sets none."""
-    mcfg = ctx.config.get("model", {})
+    options = from_config(ctx.config)
     assert ctx.source.path is not None
     model, loading = models.load_classifier(
         ctx.source.path,
         id2label=ctx.id2label,
-        allow_pickle=bool(mcfg.get("allow_pickle", False)),
-        trust_remote_code=bool(mcfg.get("trust_remote_code", False)),
+        allow_pickle=options.allow_pickle,
+        trust_remote_code=options.trust_remote_code,
         seed=ctx.hyper.seed,
         output_loading_info=True,
     )
