@@ -7,7 +7,7 @@ alternating. Then a real run is started (detached worker) and ``bertui show RUN`
 its resident memory is read after ``--settle`` seconds, and whether torch got loaded.
 
     python bench/startup.py [--rounds 7] [--json]
-Target: bertui / bare ≤ 1.5.
+Target: bertui / bare ≤ 1.3.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> int:
     else:
         print(
             f"first screen: bertui {report['bertui_s']} s, bare Textual {report['bare_s']} s, "
-            f"ratio {report['ratio']} (target ≤ 1.5; median of {a.rounds})"
+            f"ratio {report['ratio']} (target ≤ 1.3; median of {a.rounds})"
         )
         print(
             f"monitoring a run: {report['monitor_rss_mb']} MiB resident, "

@@ -64,12 +64,13 @@ def flag_type(field: Field) -> Callable[[str], Any]:
     return parse
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """``bertui train``'s flags: one per run-schema field (a bool's flag turns its default
-    around; a list's drop flags take a name out of it: ``--no-probe``)."""
+    around; a list's drop flags take a name out of it: ``--no-probe``), but those ``skip``
+    names."""
     from bertui.core.schema import FIELDS, drop_dest
 
-    for field in FIELDS:
+    for field in (f for f in FIELDS if f.name not in skip):
         if field.kind is bool:
             action = "store_false" if field.default else "store_true"
             parser.add_argument(field.flag, dest=field.name, action=action, help=field.spec.help)
@@ -108,10 +109,10 @@ def build_parser() -> Parser:
     pr.add_argument("--json", action="store_true")
 
     for name, text in (
-        ("cancel", "stop a run at its next step (checkpoint saved)"),
-        ("resume", "continue a cancelled or lost run from its last checkpoint"),
+        ("cancel", "stop a run (or a study) at its next step (checkpoint saved)"),
+        ("resume", "continue a cancelled or lost run (or study) from its last checkpoint"),
         ("show", "open the terminal app on a run"),
-        ("delete", "delete a run directory"),
+        ("delete", "delete a run directory (or a study and its runs)"),
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("run")
@@ -126,6 +127,8 @@ def build_parser() -> Parser:
                 default=30.0,
                 help="seconds to wait for the worker to stop (default 30)",
             )
+
+    add_study_parsers(sub)
 
     m = sub.add_parser("models", help="list the models bertui can use here")
     m.add_argument("--json", action="store_true")
@@ -322,25 +325,39 @@ def finish_report(run: Any, state: str, *, as_json: bool, quiet: bool) -> int:
 
 
 def summary_text(metrics: dict[str, Any]) -> str:
+    """The end of a followed run: each arm's accuracy with its 95 % interval, macro-F1 and
+    cost, the arms that failed, the training figures, then the verdict."""
+    from bertui.core.verdict import arm_reports, arm_title, failed_arms
+
     rows = []
-    for name, title in (
-        ("pretrained", "pre-trained"),
-        ("probe", "linear probe"),
-        ("finetuned", "fine-tuned"),
-    ):
-        m = metrics.get(name)
-        if m:
-            note = f"  ({m['note']})" if name == "pretrained" and m.get("note") else ""
-            rows.append(
-                f"  {title:<13} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}{note}"
-            )
+    for name, m in arm_reports(metrics).items():
+        low, high = m.get("accuracy_ci") or (None, None)
+        interval = f" (95 % CI {low:.4f}–{high:.4f})" if low is not None else ""
+        note = f"({m['note']})" if name == "pretrained" and m.get("note") else ""
+        parts = [f"{arm_title(metrics, name):<13} accuracy {m['accuracy']:.4f}{interval}",
+                 f"macro-F1 {m['macro_f1']:.4f}", cost_text(m.get("cost") or {}), note]
+        rows.append("  " + "  ".join(p for p in parts if p))
+    for name, error in failed_arms(metrics).items():
+        rows.append(f"  {arm_title(metrics, name):<13} failed: {error}")
     train = metrics.get("train") or {}
     if train:
         rows.append(
             f"  training: {train.get('train_samples_per_s')} samples/s, "
             f"{train.get('train_seconds')} s on {train.get('device')}"
         )
+    if metrics.get("verdict"):
+        rows.append(f"verdict: {metrics['verdict']}")
     return "\n".join(rows)
+
+
+def cost_text(cost: dict[str, Any]) -> str:
+    """An arm's cost in a few words: "28.1 s, 0.42 Wh" (or "energy not measured")."""
+    if cost.get("seconds") is None:
+        return ""
+    text = f"{cost['seconds']:.1f} s"
+    if cost.get("energy_wh") is not None:
+        return f"{text}, {cost['energy_wh']:.3g} Wh"
+    return text
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -399,6 +416,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from bertui.core.launch import cancel_run
     from bertui.core.runs import find_run
 
+    study = study_of(args.run)
+    if study is not None:
+        return cancel_study_cmd(study, args.wait)
     run = find_run(args.run)
     stopped = cancel_run(run, wait=args.wait)
     state = run.refresh().state
@@ -410,6 +430,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from bertui.core.launch import resume_run
     from bertui.core.runs import find_run
 
+    study = study_of(args.run)
+    if study is not None:
+        return resume_study_cmd(study, args)
     run = resume_run(find_run(args.run))
     if args.detach:
         print(run.id)
@@ -428,6 +451,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from bertui.core.launch import delete_run
     from bertui.core.runs import find_run
 
+    study = study_of(args.run)
+    if study is not None:
+        return delete_study_cmd(study)
     run = find_run(args.run)
     delete_run(run)
     print(f"deleted run {run.id}", file=sys.stderr)
@@ -444,4 +470,189 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         size = row.get("size_bytes") or 0
         print(f"{row['spec']:<40} {row.get('model_type') or '':<12} {size / 1e6:8.1f} MB")
+    return EXIT_OK
+
+
+# --- studies ----------------------------------------------------------------------------------
+
+DEFAULT_BUDGETS = "32,128,512,2048,all"
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def add_study_parsers(sub: Any) -> None:
+    """``bertui study`` (every run flag but ``--budget``, plus the grid) and ``bertui studies``."""
+    s = sub.add_parser("study", help="a learning curve: runs over label budgets and seeds")
+    add_run_flags(s, skip=("budget",))
+    s.add_argument("--budgets", default=DEFAULT_BUDGETS,
+                   help=f"label budgets, comma-separated: numbers of train rows or 'all' "
+                        f"(default {DEFAULT_BUDGETS})")
+    s.add_argument("--seeds", type=whole_number, default=3,
+                   help="how many seeds, from --seed on (default 3)")
+    s.add_argument("--detach", action="store_true", help="print the study id and return at once")
+    s.add_argument("--json", action="store_true", help="print summary.json at the end")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    st = sub.add_parser("studies", help="list studies")
+    st.add_argument("--json", action="store_true")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from bertui.core.hub import go_offline_if_unreachable
+    from bertui.core.schema import options_from_flags, validate_options
+    from bertui.core.studies import start_study, study_config
+    from bertui.core.study import parse_budgets, seeds_of
+
+    options = options_from_flags(vars(args))
+    validate_options(options)
+    budgets = parse_budgets(args.budgets)
+    seeds = seeds_of(args.seeds, options.seed)
+    go_offline_if_unreachable()
+    study = start_study(study_config(options, budgets, seeds))
+    if args.detach:
+        print(study.id)
+        return EXIT_OK
+    return follow_study(study, as_json=args.json, quiet=args.quiet)
+
+
+def follow_study(study: Any, *, as_json: bool = False, quiet: bool = False) -> int:
+    """Follow a study until it ends: a line as each of its runs starts and ends; Ctrl-C
+    cancels the study (the run going now keeps a checkpoint)."""
+    from bertui.core.events import EventReader
+    from bertui.core.studies import cancel_study
+
+    reader = EventReader(study.events_path)
+    if not quiet:
+        print(f"study {study.id}  (folder {study.path})", file=sys.stderr)
+    try:
+        while True:
+            active = study.refresh().is_active
+            for event in reader.read_new():
+                note = None if quiet else study_note(event)
+                if note:
+                    print(note, file=sys.stderr)
+            if not active:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print(f"cancelling study {study.id} (the run going now keeps a checkpoint)…",
+              file=sys.stderr)
+        try:
+            cancel_study(study, wait=120)
+        except Exception:
+            pass
+    return study_report(study, study.refresh().state, as_json=as_json, quiet=quiet)
+
+
+def study_note(event: dict[str, Any]) -> str | None:
+    """The line a study event gets: a run started or ended, a warning."""
+    kind = event.get("type")
+    cell = f"budget {event.get('budget')}, seed {event.get('seed')}"
+    if kind == "study_run_start":
+        return f"{cell}: run {event.get('run')} {event.get('how')}"
+    if kind == "study_run_end":
+        error = f": {event['error']}" if event.get("error") else ""
+        return f"{cell}: {event.get('state')}{error}"
+    if kind == "log" and event.get("level") == "warning":
+        return f"warning: {event.get('message')}"
+    return None
+
+
+def study_report(study: Any, state: str, *, as_json: bool, quiet: bool) -> int:
+    summary = study.summary_json()
+    if as_json and summary:
+        print(json.dumps(summary, indent=2))
+    elif not quiet and summary:
+        print(study_text(summary), file=sys.stderr)
+    if state != "finished":
+        how = {"cancelled": "cancelled", "lost": "lost (its runner died)"}.get(state, state)
+        error = study.status.get("error")
+        print(f"bertui: study {study.id} {how}{f': {error}' if error else ''}"
+              + ("" if state == "failed" and not error else
+                 f"; 'bertui resume {study.id}' continues it"), file=sys.stderr)
+    return STATE_EXIT.get(state, EXIT_FAILED)
+
+
+def study_text(summary: dict[str, Any]) -> str:
+    """A study's summary as a table (budget × arm: mean accuracy, seed range), then the
+    crossover and the verdict."""
+    arms = summary.get("arms", [])
+    rows = [f"  {'budget':>8} {'rows':>7}  " + "".join(f"{a:<24}" for a in arms)]
+    by = {(p["arm"], p["budget"]): p for p in summary.get("points", [])}
+    for budget, n in zip(summary.get("budgets", []), summary.get("rows", [])):
+        cells = []
+        for arm in arms:
+            acc = by.get((arm, budget), {}).get("accuracy")
+            cells.append(f"{_pct(acc['mean'])} ({_pct(acc['min'])}–{_pct(acc['max'])})"
+                         if acc else "-")
+        rows.append(f"  {budget:>8} {n:>7}  " + "".join(f"{c:<24}" for c in cells))
+    cross = summary.get("crossover")
+    if cross:
+        rows.append(f"  fine-tune beats the probe: {cross['text']}")
+    if summary.get("verdict"):
+        rows.append(f"  {summary['verdict']}")
+    return "\n".join(rows)
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from bertui.core.studies import list_studies
+
+    rows = [study.summary() for study in list_studies()]
+    if args.json:
+        return print_json(rows)
+    if not rows:
+        print("no studies yet: 'bertui study' starts one", file=sys.stderr)
+        return EXIT_OK
+    print(f"{'ID':<30} {'NAME':<20} {'STATUS':<9} {'RUNS':>7} {'BUDGETS':<22} {'MODEL':<18} "
+          f"CROSSOVER")
+    for r in rows:
+        done = f"{r['runs_finished']}/{r['runs_total']}"
+        print(f"{r['id']:<30} {_cut(r['name'], 20):<20} {r['status']:<9} {done:>7} "
+              f"{_cut(','.join(map(str, r['budgets'])), 22):<22} {_cut(r['model'], 18):<18} "
+              f"{r['crossover'] or '-'}")
+    return EXIT_OK
+
+
+def print_json(obj: Any) -> int:
+    print(json.dumps(obj, indent=2))
+    return EXIT_OK
+
+
+def study_of(ref: str) -> Any:
+    """The study a cancel / resume / delete names, or None when it names a run: an id that
+    starts with ``study-`` must be a study's."""
+    from bertui.core.studies import ID_PREFIX, find_study, match_study
+
+    return find_study(ref) if ref.startswith(ID_PREFIX) else match_study(ref)
+
+
+def cancel_study_cmd(study: Any, wait: float) -> int:
+    from bertui.core.studies import cancel_study
+
+    stopped = cancel_study(study, wait=wait)
+    state = study.refresh().state
+    print(f"study {study.id}: {state}" + ("" if stopped else " (still stopping)"),
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def resume_study_cmd(study: Any, args: argparse.Namespace) -> int:
+    from bertui.core.studies import resume_study
+
+    study = resume_study(study)
+    if args.detach:
+        print(study.id)
+        return EXIT_OK
+    return follow_study(study, as_json=args.json, quiet=args.quiet)
+
+
+def delete_study_cmd(study: Any) -> int:
+    from bertui.core.studies import delete_study
+
+    n = delete_study(study)
+    print(f"deleted study {study.id} and its {n} run{'s' if n != 1 else ''}", file=sys.stderr)
     return EXIT_OK

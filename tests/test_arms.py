@@ -174,8 +174,8 @@ def test_an_old_config_without_arms_runs_all_three(finished_run, bertui_home):
     assert arm_names({"arms": ["finetuned", "pretrained"]}) == ["pretrained", "finetuned"]
     from bertui.core.errors import BadInput
 
-    with pytest.raises(BadInput, match="unknown arm 'tapt'"):
-        arm_names({"arms": ["pretrained", "tapt"]})
+    with pytest.raises(BadInput, match="unknown arm 'bogus'"):
+        arm_names({"arms": ["pretrained", "bogus"]})
 
 
 @pytest.mark.parametrize("old_run", [False, True], ids=["with-predictions", "made-before-them"])

@@ -16,6 +16,7 @@ from bertui.core.errors import BadInput
 from bertui.core.runs import Run, create_run
 from bertui.core.schema import (
     ARM_NAMES,
+    DEFAULT_ARMS,
     FIELD,
     FIELDS,
     RunOptions,
@@ -32,7 +33,7 @@ RECORDED = Path(__file__).resolve().parent / "tui" / "fixtures" / "runs"
 # The options that have a flag and no widget: the form stays as it is (its snapshots), and
 # these are for scripts and measurements (checkpoint pace, overhead, unsafe model files).
 CLI_ONLY = {"checkpoint_minutes", "monitor_events", "monitor_telemetry", "allow_pickle",
-            "trust_remote_code"}
+            "trust_remote_code", "budget", "data_seed"}
 
 
 def parse_train(*flags: str):
@@ -89,7 +90,7 @@ def test_seed_zero_is_a_seed():
 
 def test_arms_flag_and_no_probe():
     default = options_from_flags(vars(parse_train()))
-    assert default.arms == ARM_NAMES and default.probe
+    assert default.arms == DEFAULT_ARMS and default.probe
     two = options_from_flags(vars(parse_train("--arms", "pretrained,finetuned")))
     assert two.arms == ("pretrained", "finetuned") and not two.probe
     assert options_from_flags(vars(parse_train("--no-probe"))) == two
@@ -99,8 +100,8 @@ def test_arms_flag_and_no_probe():
     assert config["arms"] == ["pretrained", "finetuned"] and config["train"]["probe"] is False
     assert arms_of(config) == ["pretrained", "finetuned"]
     for flags, says in (
-        (("--arms", "pretrained,bogus,finetuned"), "argument --arms: must be among pretrained, "
-                                                   "probe, finetuned (got bogus)"),
+        (("--arms", "pretrained,bogus,finetuned"),
+         f"argument --arms: must be among {', '.join(ARM_NAMES)} (got bogus)"),
         (("--arms", "pretrained,probe"), "argument --arms: must include finetuned"),
     ):
         with pytest.raises(UsageError) as refused:
@@ -128,7 +129,7 @@ def test_arms_flag_and_no_probe():
     ("name", "a/b", "--name must be at most 100 characters, without '/'"),
     ("name", "x" * 101, "--name must be at most 100 characters, without '/'"),
     ("arms", ("pretrained", "probe"), "--arms must include finetuned"),
-    ("arms", ("finetuned", "setfit"), "--arms must be among pretrained, probe, finetuned"),
+    ("arms", ("finetuned", "bogus"), "--arms must be among pretrained, probe, finetuned"),
 ])
 def test_a_bad_value_is_refused_naming_its_field(name, value, says):
     with pytest.raises(BadInput) as refused:
@@ -176,7 +177,8 @@ def test_options_go_through_config_toml_and_back(bertui_home):
         "arms": ("pretrained", "finetuned"), "group_by_length": False, "compact_vocab": False,
         "fast_dropout": True, "torch_compile": True, "auto_batch_size": True,
         "checkpoint_minutes": 0.5, "monitor_events": False, "monitor_telemetry": False,
-        "allow_pickle": True, "trust_remote_code": True,
+        "allow_pickle": True, "trust_remote_code": True, "budget": 64, "data_seed": 3,
+        "unlabeled": "/data/more.txt", "tapt_steps": 50,
     }
     assert set(changed) == {f.name for f in FIELDS}  # a new field: add it here
     options = RunOptions(**changed)
@@ -247,7 +249,9 @@ def form_test(tmp_path, monkeypatch, check) -> None:
 def assert_widgets_hold_the_defaults(screen) -> None:
     from textual.widgets import Checkbox, Input, Select
 
-    kinds = {"input": Input, "select": Select, "checkbox": Checkbox}
+    from bertui.tui.widgets.name_choices import NameChoices
+
+    kinds = {"input": Input, "select": Select, "checkbox": Checkbox, "checkboxes": NameChoices}
     for field in FIELDS:
         if field.widget is None:
             assert field.name in CLI_ONLY, f"{field.name} has no form widget"

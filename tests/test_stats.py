@@ -21,6 +21,9 @@ def test_mcnemar_exact_is_the_two_sided_binomial_test_of_the_discordant_rows():
     assert (only_a, only_b) == (1, 6)
     # P(X <= 1) for X ~ Binomial(7, 1/2) is (1 + 7) / 128; two-sided doubles it.
     assert p == pytest.approx(2 * 8 / 128)
+    from scipy.stats import binomtest
+
+    assert p == binomtest(1, 7, 0.5, alternative="two-sided").pvalue
 
 
 def test_mcnemar_without_discordant_rows_is_one():
@@ -103,3 +106,58 @@ def test_compare_all_puts_each_later_arm_against_each_earlier_one():
     assert out[-2].delta == pytest.approx(0.25)
     assert set(out[0].as_dict()) == {"a", "b", "metric", "delta", "ci_low", "ci_high",
                                      "p_value", "n"}
+
+
+def test_all_pairs_at_once_are_scipys_paired_bootstrap_of_each_pair():
+    """compare_all bootstraps every pair in one pass over row counts: each pair's interval is
+    exactly scipy.stats.bootstrap(paired=True) on that pair alone, with the same seed."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 3, size=300)
+    arms = {name: np.where(rng.random(300) < q, y, rng.integers(0, 3, size=300))
+            for name, q in (("pretrained", 0.2), ("probe", 0.6), ("finetuned", 0.7))}
+    out = stats.compare_all(y, arms, resamples=2000, seed=11)
+    assert len(out) == 6
+    for c in out:
+        score = stats.accuracy if c.metric == "accuracy" else stats.macro_f1
+
+        def statistic(yy, aa, bb, axis=-1, score=score):
+            return score(yy, aa) - score(yy, bb)
+
+        alone = bootstrap((y, arms[c.a], arms[c.b]), statistic, paired=True, vectorized=True,
+                          n_resamples=2000, batch=500, method="percentile",
+                          rng=np.random.default_rng(11))
+        assert (c.ci_low, c.ci_high) == pytest.approx(tuple(alone.confidence_interval),
+                                                      abs=1e-12), c
+        assert c.delta == pytest.approx(float(statistic(y, arms[c.a], arms[c.b])), abs=1e-12)
+
+
+def test_thousands_of_rows_agree_with_an_independent_bootstrap():
+    """The check this issue is judged by: bounds within 0.5 points of another 10,000-resample
+    bootstrap (its own generator), on a few thousand rows."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.integers(0, 2, size=n)
+    a = np.where(rng.random(n) < 0.88, y, 1 - y)
+    b = np.where(rng.random(n) < 0.85, y, 1 - y)
+    (acc, f1) = stats.compare(y, a, b, ("finetuned", "probe"), seed=0)
+    idx = np.random.default_rng(99).integers(0, n, size=(10_000, n))
+    diffs = (a[idx] == y[idx]).mean(1) - (b[idx] == y[idx]).mean(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    assert abs(acc.ci_low - low) < 0.005 and abs(acc.ci_high - high) < 0.005
+    f1s = [f1_score(y[i], a[i], average="macro") - f1_score(y[i], b[i], average="macro")
+           for i in idx[:400]]  # scikit-learn on a few hundred: the same distribution
+    assert np.percentile(f1s, 2.5) == pytest.approx(f1.ci_low, abs=0.01)
+
+
+def test_significance_is_the_interval_and_a_comparison_turns_around():
+    c = stats.Comparison("a", "b", "accuracy", 0.03, 0.001, 0.06, 0.07, 100)
+    assert c.significant  # the interval excludes 0 even where McNemar's p is above 0.05
+    flipped = c.flipped()
+    assert (flipped.a, flipped.b, flipped.delta, flipped.ci_low, flipped.ci_high) == \
+        ("b", "a", -0.03, -0.06, -0.001)
+    assert stats.Comparison.from_dict(c.as_dict()) == c
+    assert not stats.Comparison("a", "b", "accuracy", 0.0, 0.0, 0.05, 0.2, 100).significant
+    assert [stats.p_text(p) for p in (0.45, 0.0123, 0.0004)] == \
+        ["p = 0.45", "p = 0.012", "p < 0.001"]

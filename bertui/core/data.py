@@ -109,6 +109,8 @@ class PreparedData:
     label_column: str
     eval_source: str  # "file <path>", "split <name>", "demo test split", "held out 20%"
     report: dict[str, Any]
+    unlabeled: list[str] = field(default_factory=list)  # the tapt arm's extra texts
+    pool_index: list[int] | None = None  # each train row's row in the train pool (a budget's)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -156,13 +158,11 @@ def read_table(spec: str, split: str | None = None) -> Table:
     return read_hub(repo, config, split or spec_split or "train")
 
 
-def read_file(path: Path) -> Table:
+def read_file(path: Path, *, min_columns: int = 2) -> Table:
+    """A data file as a table (``min_columns``: 1 for texts without labels)."""
     path = Path(path)
     shown = str(path)
-    if not path.exists():
-        raise BadInput(f"no such file: {shown}", field="dataset")
-    if path.is_dir():
-        raise BadInput(f"{shown} is a directory, not a data file", field="dataset")
+    _check_file(path)
     kind = FILE_KINDS.get(path.suffix.lower())
     if kind is None:
         raise BadInput(
@@ -170,31 +170,14 @@ def read_file(path: Path) -> Table:
             "(use .csv, .tsv, .json, .jsonl or .parquet)",
             field="dataset",
         )
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise BadInput(f"cannot read {shown}: {exc.strerror}", field="dataset") from exc
-    if size == 0:
-        raise BadInput(f"{shown} is empty", field="dataset")
+    _check_size(path)
     try:
         if kind == "parquet":
             table = _read_parquet(path)
         else:
-            raw = path.read_bytes()
-            if b"\x00" in raw[:65536]:
-                raise BadInput(f"{shown} is binary, not a {kind} text file", field="dataset")
-            try:
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise BadInput(
-                    f"{shown} is not UTF-8 text (bad byte 0x{raw[exc.start]:02x} at offset "
-                    f"{exc.start}); re-save it as UTF-8",
-                    field="dataset",
-                ) from exc
-            if not text.strip():
-                raise BadInput(f"{shown} is empty", field="dataset")
+            text = _read_text(path, kind)
             if kind in ("csv", "tsv"):
-                table = _parse_delimited(text, "\t" if kind == "tsv" else ",", shown)
+                table = _parse_delimited(text, "\t" if kind == "tsv" else ",", shown, min_columns)
             elif kind == "json":
                 table = _parse_json(text, shown)
             else:
@@ -207,7 +190,68 @@ def read_file(path: Path) -> Table:
     return table
 
 
-def _parse_delimited(text: str, delimiter: str, shown: str) -> Table:
+def _check_file(path: Path) -> None:
+    """BadInput for a path that is not there or is a folder."""
+    if not path.exists():
+        raise BadInput(f"no such file: {path}", field="dataset")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory, not a data file", field="dataset")
+
+
+def _check_size(path: Path) -> None:
+    """BadInput for a file that cannot be looked at or is empty."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}", field="dataset") from exc
+    if size == 0:
+        raise BadInput(f"{path} is empty", field="dataset")
+
+
+def _read_text(path: Path, kind: str) -> str:
+    """A file's text: BadInput where it is binary, not UTF-8, or blank."""
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise BadInput(f"{path} is binary, not a {kind} text file", field="dataset")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"{path} is not UTF-8 text (bad byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); re-save it as UTF-8",
+            field="dataset",
+        ) from exc
+    if not text.strip():
+        raise BadInput(f"{path} is empty", field="dataset")
+    return text
+
+
+def read_unlabeled(spec: str, text_column: str | None = None) -> list[str]:
+    """The texts of an unlabeled corpus (the tapt arm's ``--unlabeled``): a data file's text
+    column (``text_column`` where the file has it, else the inferred one), or any other file
+    as plain text, one text a line; blank texts left out. BadInput (field ``unlabeled``) for
+    a file that is not there, cannot be read, or holds no text."""
+    path = Path(spec).expanduser()
+    try:
+        if path.suffix.lower() in FILE_KINDS:
+            table = read_file(path, min_columns=1)
+            column = text_column if text_column in table.columns else infer_text_column(table)
+            values = table.columns[column]
+        else:
+            _check_file(path)
+            _check_size(path)
+            values = _read_text(path, "plain").splitlines()
+    except PermissionError:
+        raise BadInput(f"cannot read {path}: permission denied", field="unlabeled") from None
+    except BadInput as exc:
+        raise BadInput(str(exc), field="unlabeled") from None
+    texts = [_valid_unicode(v.strip()) for v in values if isinstance(v, str) and v.strip()]
+    if not texts:
+        raise BadInput(f"{path} has no texts", field="unlabeled")
+    return texts
+
+
+def _parse_delimited(text: str, delimiter: str, shown: str, min_columns: int = 2) -> Table:
     # Not strict: a stray quote inside a field is kept as text, as pandas (and so the
     # reference pipeline and the datasets library) read it; ragged rows are still refused.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
@@ -219,7 +263,7 @@ def _parse_delimited(text: str, delimiter: str, shown: str) -> Table:
             f"{shown} is not valid {_kind_name(delimiter)}: {exc}", field="dataset"
         ) from exc
     header = [h.strip() for h in header]
-    if len(header) < 2:
+    if len(header) < min_columns:
         what = "tab" if delimiter == "\t" else "comma"
         raise BadInput(
             f"{shown} has {len(header)} column; a labelled dataset needs a text and a label "
@@ -637,9 +681,17 @@ def prepare(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 0,
+    budget: int | None = None,
+    data_seed: int | None = None,
+    unlabeled: str | None = None,
 ) -> PreparedData:
-    """Everything a run needs from its data, checked; raises :class:`BadInput` on bad data."""
+    """Everything a run needs from its data, checked; raises :class:`BadInput` on bad data.
+
+    ``data_seed`` (default: ``seed``) seeds the held-out split and the row caps; ``budget``
+    then takes a stratified subset of that many train rows, seeded by ``seed`` (a study's
+    label budget, ``bertui.core.study.budget_subset``)."""
     _check_options(train_spec, split, holdout, max_train_samples, max_eval_samples)
+    run_seed, seed = seed, seed if data_seed is None else data_seed
     train_table = read_table(train_spec, split)
     text_col, label_col = pick_columns(train_table, text_column, label_column)
     eval_table, eval_source = _eval_table(train_spec, eval_spec, eval_split, split)
@@ -663,8 +715,13 @@ def prepare(
         raise BadInput("the training part has fewer than two classes", field="label_column")
     train = _capped(train, max_train_samples, seed)
     evaluation = _capped(evaluation, max_eval_samples, seed)
+    train, pool_index = _budgeted(train, budget, run_seed, report)
     report.update(train_rows=len(train), eval_rows=len(evaluation))
-    return PreparedData(train, evaluation, id2label, text_col, label_col, eval_source, report)
+    extra = read_unlabeled(unlabeled, text_col) if unlabeled else []
+    if unlabeled:
+        report["unlabeled_rows"] = len(extra)
+    return PreparedData(train, evaluation, id2label, text_col, label_col, eval_source, report,
+                        extra, pool_index)
 
 
 def _check_options(
@@ -762,6 +819,22 @@ def _capped(rows: Split, cap: int | None, seed: int) -> Split:
     """A seeded sample of at most ``cap`` of ``rows`` (all of them when ``cap`` is None)."""
     sample = seeded_sample(len(rows), cap, seed)
     return rows if sample is None else _subset(rows, sample)
+
+
+def _budgeted(
+    rows: Split, budget: int | None, seed: int, report: dict[str, Any]
+) -> tuple[Split, list[int]]:
+    """A label budget's rows of the train pool (stratified, nested, seeded; all of them when
+    ``budget`` is None) and their positions in the pool; BadInput when it is larger than the
+    pool or smaller than its number of classes."""
+    if budget is None:
+        return rows, list(range(len(rows)))
+    from bertui.core.study import budget_subset, check_budgets
+
+    check_budgets([budget], len(rows), len(set(rows.labels)), flag="--budget")
+    report.update(budget=budget, train_pool_rows=len(rows))
+    index = budget_subset(rows.labels, budget, seed).tolist()
+    return _subset(rows, index), index
 
 
 def _subset(rows: Split, indices: list[int]) -> Split:

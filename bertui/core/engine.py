@@ -5,22 +5,28 @@ TUI and the CLI only start workers and read their run directories). Its phases, 
 each: **load** (the model source, tokenizer and data), **tokenise** (the two splits, then the
 model and the Trainer every arm shares), **arms** (each arm the config names, in the registry's
 order, skipping those a resumed run already reported), **report** (after each arm: its metrics,
-fields and cost into metrics.json, its predictions into predictions.npz, so a resumed run does
-not run it again) and **save** (both files once more as the run ends, and the ``done`` phase).
+the Wilson interval of its accuracy, its fields and its cost, with the energy an
+``EnergyMeter`` measured around it, into metrics.json, its predictions into predictions.npz, so
+a resumed run does not run it again; then every pair of arms compared again and the verdict)
+and **save** (both files once more as the run ends, and the ``done`` phase). An arm other than
+the fine-tune that raises fails alone: its entry says why, and the run goes on.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from bertui.core import data as data_mod
 from bertui.core import models
-from bertui.core.arms import ARMS, Arm, Control, Recorder, RunContext
+from bertui.core.arms import ARMS, Arm, Control, FineTuned, Recorder, RunContext
+from bertui.core.energy import EnergyMeter, cuda_gpus
 from bertui.core.errors import BadInput
 from bertui.core.predictions import Prediction, read_predictions, write_predictions
 from bertui.core.runs import Run, atomic_write_json, bertui_home, last_checkpoint
 from bertui.core.schema import arms_of, from_config
+from bertui.core.stats import RESAMPLES
 from bertui.core.training import Encoded, Hyper, make_training_args, pick_device
 from bertui.core.vocab import CompactedModel, CompactVocab, can_compact
 
@@ -41,6 +47,9 @@ def prepare_data(config: dict[str, Any]) -> data_mod.PreparedData:
         max_train_samples=o.max_train_samples,
         max_eval_samples=o.max_eval_samples,
         seed=o.seed,
+        budget=o.budget,
+        data_seed=o.data_seed,
+        unlabeled=o.unlabeled,
     )
 
 
@@ -95,7 +104,7 @@ def load(run: Run, rec: Recorder, ctl: Control) -> RunContext:
         download=True,
     )
     assert source.path is not None
-    rec.log(f"model {source.label}; device {device.name} ({device.precision})")
+    rec.log(f"model {source.label}; device {device.name} ({device.reason or device.precision})")
     tokenizer = models.load_tokenizer(source.path, trust_remote_code=trust)
     prepared = prepare_data(config)
     id2label = prepared.id2label
@@ -167,15 +176,18 @@ def load_model(ctx: RunContext) -> None:
             hyper.learning_rate *= 2.0  # sqrt scaling for the 4x larger GPU batch
 
 
-def build_trainer(ctx: RunContext) -> None:
+def build_trainer(ctx: RunContext, output_dir: Path | None = None) -> None:
     """The run's Trainer, with the events and epoch-order callbacks. It exists before any arm:
     the pre-trained model is measured through it, exactly as a hand-written Trainer script
-    measures its starting point, and the fine-tuned arm trains it."""
+    measures its starting point, and the fine-tuned arm trains it. An arm with a model of its
+    own (``arms.retrained``) builds its Trainer here too, over its copy of the context, with
+    its checkpoints in ``output_dir``."""
     from bertui.core.trainer_hooks import EpochOrder, EventsCallback
     from bertui.core.training import make_trainer
 
     hyper, device = ctx.hyper, ctx.device
-    args = make_training_args(hyper, device, ctx.run.checkpoints_dir, len(ctx.train))
+    args = make_training_args(hyper, device, output_dir or ctx.run.checkpoints_dir,
+                              len(ctx.train))
     ctx.rec.set(batch_size=args.per_device_train_batch_size)
     gpus = device.count if device.kind == "cuda" else 1
     ctx.samples_per_step = args.per_device_train_batch_size * max(1, gpus)
@@ -258,34 +270,86 @@ def start_metrics(ctx: RunContext) -> None:
 
 
 def reported(ctx: RunContext, name: str) -> bool:
-    """Whether an arm's report is in metrics.json (a resumed run does not run it again)."""
-    return ctx.metrics.get(name) is not None
+    """Whether an arm's report is in metrics.json (a resumed run does not run it again; an
+    arm that failed has no scores, and a resumed run tries it again)."""
+    entry = ctx.metrics.get(name)
+    return isinstance(entry, dict) and "accuracy" in entry
 
 
 def run_arm(ctx: RunContext, arm: Arm) -> bool:
-    """Run one arm (unless it already reported) and report it; False when cancelled."""
+    """Run one arm (unless it already reported) and report it with its cost; False when
+    cancelled. An arm other than ``finetuned`` that raises fails alone (``fail_arm``); the
+    fine-tune's failure is the run's: its model is the run's own, and a failed run resumes
+    from its checkpoint."""
+    from bertui.core.training import Cancelled
+
     if reported(ctx, arm.name):
         return True
     ctx.ctl.check_cancel()
+    meter = EnergyMeter(cuda_gpus(arm.devices()) if ctx.device.kind == "cuda" else None).start()
     t0 = time.perf_counter()
-    arm.prepare()
-    if not arm.train():
-        return False
-    prediction = arm.predict()
-    report_arm(ctx, arm, prediction, time.perf_counter() - t0)
+    try:
+        arm.prepare()
+        if not arm.train():
+            return False
+        prediction = arm.predict()
+        seconds = time.perf_counter() - t0
+        report_arm(ctx, arm, prediction, arm_cost(arm, arm.cost(seconds), seconds, meter))
+    except Exception as exc:
+        if arm.name == FineTuned.name or isinstance(exc, Cancelled):
+            raise
+        seconds = time.perf_counter() - t0
+        fail_arm(ctx, arm, exc, arm_cost(arm, Arm.cost(arm, seconds), seconds, meter))
+    finally:
+        meter.stop()  # its poller thread ends whatever happened (a second stop repeats the first)
     return True
 
 
-def report_arm(ctx: RunContext, arm: Arm, prediction: Prediction, seconds: float) -> None:
-    """An arm's report (metrics of its predictions, its own fields, its cost) into
-    metrics.json, its predictions into predictions.npz, what it keeps onto disk; then its
-    baseline event and log line."""
-    from bertui.core.metrics import classification_report
+def arm_cost(arm: Arm, cost: dict[str, Any], seconds: float, meter: EnergyMeter) -> dict[str, Any]:
+    """The arm's own cost fields, then the devices it used, its device-seconds (wall seconds
+    × devices) and the energy the meter measured (or why it could not)."""
+    devices = arm.devices()
+    return {**cost, "devices": devices, "device_seconds": round(seconds * devices, 2),
+            **meter.stop().as_cost()}
 
-    result = classification_report(ctx.evaluation.labels, prediction.pred, ctx.labels)
+
+def fail_arm(ctx: RunContext, arm: Arm, exc: Exception, cost: dict[str, Any]) -> None:
+    """An arm that raised: its entry in metrics.json says why (``error``, one line) and what
+    it cost; the other arms' results stand, and the run goes on."""
+    import gc
+    import traceback
+
+    traceback.print_exc()  # worker.log keeps the whole story
+    ctx.ctl.training = False
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    error = f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+    ctx.metrics[arm.name] = {"error": error, "title": arm.title, "note": arm.title,
+                             "cost": cost}
+    ctx.predictions.pop(arm.name, None)
+    gc.collect()  # what the arm held (a model, its optimiser) goes before the next arm
+    if ctx.device.kind == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    write_results(ctx)
+    ctx.rec.log(f"{arm.title}: failed ({error}); the other arms go on", "warning")
+
+
+def report_arm(ctx: RunContext, arm: Arm, prediction: Prediction, cost: dict[str, Any]) -> None:
+    """An arm's report (metrics of its predictions with the Wilson interval of its accuracy,
+    its own fields, its cost) into metrics.json, its predictions into predictions.npz, what
+    it keeps onto disk; then its baseline event and log line."""
+    from bertui.core.metrics import classification_report
+    from bertui.core.stats import wilson_interval
+
+    labels = ctx.evaluation.labels
+    result = classification_report(labels, prediction.pred, ctx.labels)
     ctx.metrics.setdefault("metrics_backend", result.pop("backend"))
+    correct = sum(int(p == y) for p, y in zip(prediction.pred.tolist(), labels, strict=True))
+    result["accuracy_ci"] = list(wilson_interval(correct, len(labels)))
+    result["title"] = arm.title
     result.update(arm.fields())
-    result["cost"] = arm.cost(seconds)
+    result["cost"] = cost
     arm.save(prediction)
     ctx.metrics[arm.name] = result
     ctx.predictions[arm.name] = prediction
@@ -298,11 +362,42 @@ def report_arm(ctx: RunContext, arm: Arm, prediction: Prediction, seconds: float
 
 def write_results(ctx: RunContext) -> None:
     """predictions.npz, then metrics.json (so an arm in metrics.json has its predictions);
-    metrics.json's ``arms`` lists the arms that have reported."""
+    metrics.json's ``arms`` lists the arms that have reported, ``comparisons`` every pair of
+    them, ``verdict`` what those numbers say."""
+    from bertui.core.verdict import verdict
+
     ctx.metrics["arms"] = [n for n in ARMS if reported(ctx, n)]
     ordered = {n: ctx.predictions[n] for n in ARMS if n in ctx.predictions}
+    ctx.metrics["comparisons"] = compare_arms(ctx, ordered)
+    ctx.metrics["statistics"] = STATISTICS | {"seed": ctx.hyper.seed}
+    ctx.metrics["verdict"] = verdict(ctx.metrics)
     write_predictions(ctx.run.predictions_path, ctx.evaluation.labels, ctx.labels, ordered)
     atomic_write_json(ctx.run.metrics_path, ctx.metrics)
+
+
+STATISTICS = {
+    "accuracy_interval": "Wilson score, 95 %",
+    "difference_interval": "paired percentile bootstrap, 95 %",
+    "resamples": RESAMPLES,
+    "test": "McNemar exact (two-sided binomial test of the discordant rows)",
+}
+
+
+def compare_arms(ctx: RunContext, ordered: dict[str, Prediction]) -> list[dict[str, Any]]:
+    """Every pair of the arms with predictions (each later arm − each earlier one), on
+    accuracy and macro-F1, seeded with the run's seed. The pairs already in metrics.json are
+    kept when they are the same (the run's end writes the file once more)."""
+    from bertui.core.stats import compare_all, pair_order
+
+    names, n = list(ordered), len(ctx.evaluation)
+    kept = ctx.metrics.get("comparisons") or []
+    wanted = [(names[j], names[i]) for j, i in pair_order(names)]
+    if [(c.get("a"), c.get("b")) for c in kept if c.get("metric") == "accuracy"] == wanted \
+            and all(c.get("n") == n for c in kept):
+        return kept
+    found = compare_all(ctx.evaluation.labels, {k: p.pred for k, p in ordered.items()},
+                        resamples=RESAMPLES, seed=ctx.hyper.seed)
+    return [c.as_dict() for c in found]
 
 
 # --- save -------------------------------------------------------------------------------------

@@ -26,35 +26,53 @@ EVENT_VERSION = 1
 # The fields every event has.
 BASE_FIELDS = ("v", "type", "time", "step")
 # The event types and the fields their writers add (all optional to a reader).
+# ``arm`` on a training event: the arm whose own Trainer wrote it (scratch, tapt: see
+# ``bertui.core.arms.retrained``); without it, the run's fine-tune.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # training is about to start (or start again): what it will do
     "run_start": ("total_steps", "epochs", "n_train", "n_eval", "labels", "device", "precision",
-                  "batch_size", "learning_rate", "resumed_from"),
+                  "precision_reason", "batch_size", "learning_rate", "resumed_from", "arm"),
     # a resumed worker continues from ``checkpoint`` (None: from the beginning)
-    "resume": ("checkpoint",),
+    "resume": ("checkpoint", "arm"),
     # the worker entered a phase: loading, tokenizing, an arm (pretrained, probe...), training,
     # saving, done
-    "phase": ("name", "total_steps"),
+    "phase": ("name", "total_steps", "arm"),
     # a model measured without fine-tuning (the pre-trained model, the linear probe)
     "baseline": ("name", "accuracy", "macro_f1"),
     # the Trainer's training log (every few steps)
-    "train": ("loss", "learning_rate", "epoch", "grad_norm"),
+    "train": ("loss", "learning_rate", "epoch", "grad_norm", "arm"),
+    # the tapt arm's masked-LM training log (every few steps): its loss falls as it adapts
+    "mlm": ("loss", "learning_rate", "epoch", "grad_norm", "arm"),
     # throughput and ETA (about once a second)
-    "progress": ("total_steps", "epoch", "samples_per_s", "tokens_per_s", "eta_s", "elapsed_s"),
+    "progress": ("total_steps", "epoch", "samples_per_s", "tokens_per_s", "eta_s", "elapsed_s",
+                 "arm"),
     # an evaluation during training (each epoch's end)
-    "eval": ("epoch", "eval_loss", "accuracy", "macro_f1"),
+    "eval": ("epoch", "eval_loss", "accuracy", "macro_f1", "arm"),
     # a hardware sample (see bertui.core.telemetry.sample)
     "telemetry": ("cpu_percent", "ram_used", "ram_total", "rss", "gpus"),
     # a Trainer checkpoint was written at ``path``
-    "checkpoint": ("path",),
+    "checkpoint": ("path", "arm"),
     # a line of the worker's log: level is info, warning or error
     "log": ("level", "message"),
     # the run ended: state is finished, failed or cancelled; error is its one-line reason
     "run_end": ("state", "error"),
+    # a study's events (studies/<id>/events.jsonl; ``log`` too): its runner started, with
+    # ``total`` runs in its grid
+    "study_start": ("total", "resumed"),
+    # the study's run of one cell started: how is started, resumed or "still running"
+    "study_run_start": ("run", "budget", "seed", "how"),
+    # that run ended, in ``state``
+    "study_run_end": ("run", "budget", "seed", "state", "error"),
+    # summary.json was rewritten: runs finished of total, the crossover budget (or None)
+    "study_summary": ("finished", "total", "crossover"),
+    # the study's runner ended: state is finished, failed or cancelled
+    "study_end": ("state", "error"),
 }
 EVENT_TYPES = tuple(EVENT_FIELDS)
 # Written even with monitoring events off (they carry the run's outcome, not its pulse).
-ESSENTIAL_TYPES = frozenset({"run_start", "run_end", "resume", "phase", "baseline", "eval", "log"})
+ESSENTIAL_TYPES = frozenset({"run_start", "run_end", "resume", "phase", "baseline", "eval", "log",
+                             "study_start", "study_run_start", "study_run_end", "study_summary",
+                             "study_end"})
 
 TELEMETRY_HISTORY = 60  # samples RunHistory keeps (the Monitor's sparklines)
 LOG_LINES = 200  # log lines RunHistory keeps
@@ -159,6 +177,12 @@ class RunHistory:
     end: dict[str, Any] | None = None
     first_time: float | None = None
     last_time: float | None = None
+    # The training of arms with a Trainer of their own (events with ``arm``): kept apart
+    # from the fine-tune's curves above, by arm (steps: that arm's Trainer's).
+    arm_loss: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    arm_evals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    mlm_loss: list[tuple[int, float]] = field(default_factory=list)  # the tapt arm's
+    training_arm: str | None = None  # the arm of the newest training phase (None: fine-tune)
 
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one event in. Unknown types and missing fields are ignored."""
@@ -167,6 +191,10 @@ class RunHistory:
         if isinstance(when, (int, float)):
             self.first_time = when if self.first_time is None else self.first_time
             self.last_time = when
+        arm = event.get("arm")
+        if arm is not None and arm != "finetuned":
+            self._apply_arm(str(arm), event)
+            return
         step = event.get("step")
         if isinstance(step, int) and step > self.step:
             self.step = step
@@ -179,6 +207,7 @@ class RunHistory:
                               "message": f"resumed from {event.get('checkpoint') or 'start'}"})
         elif kind == "phase":
             self.phase = event.get("name")
+            self.training_arm = None if self.phase == "training" else self.training_arm
             if event.get("total_steps"):
                 self.total_steps = event["total_steps"]
         elif kind == "baseline":
@@ -207,6 +236,22 @@ class RunHistory:
             error = event.get("error")
             if error and not any(entry.get("message") == error for entry in self.logs):
                 self.logs.append({"level": "error", "time": when, "message": error})
+
+    def _apply_arm(self, arm: str, event: dict[str, Any]) -> None:
+        """An event of an arm's own training: its losses and evaluations go to that arm's
+        curves; its phase and progress are what the run is doing now."""
+        kind, step = event.get("type"), int(event.get("step") or 0)
+        loss = event.get("loss")
+        if kind in ("train", "mlm") and isinstance(loss, (int, float)):
+            series = self.mlm_loss if kind == "mlm" else self.arm_loss.setdefault(arm, [])
+            series.append((step, float(loss)))
+        elif kind == "eval":
+            self.arm_evals.setdefault(arm, []).append(event)
+        elif kind == "phase":
+            self.phase = event.get("name")
+            self.training_arm = arm
+        elif kind == "progress":
+            self.progress = event
 
     def extend(self, events: list[dict[str, Any]]) -> None:
         """Fold several events in, in order."""

@@ -46,6 +46,7 @@ def build_config(o: RunOptions) -> dict[str, Any]:
     config["created"] = time.time()
     config["data"]["train"] = _abs_if_path(o.dataset)
     config["data"]["eval"] = _abs_if_path(o.eval_dataset)
+    config["data"]["unlabeled"] = _abs_if_path(o.unlabeled)
     if source.path is not None and o.model != models.DEFAULT_SPEC and source.origin == "local":
         config["model"]["spec"] = str(source.path)
     prepared = prepare_data(config)

@@ -5,7 +5,16 @@ before arms existed too: the fine-tuned one from ``model/``; the pre-trained one
 as it was measured, the base encoder from the run's model spec plus the seeded head saved in
 ``pretrained_head.safetensors``; the probe's regression from ``probe.safetensors``. The
 pre-trained model and the probe share one forward pass (the probe reads its mean-pooled
-features). A run whose config left an arm out has no model for it, and it is not shown.
+features). The scratch and tapt arms' classifiers are ``save_pretrained`` folders in
+``arms/<name>/``. SetFit's tuned sentence encoder and its head come from ``arms/setfit/``
+(``bertui.core.arms.setfit.load_setfit``; fp32). A run whose config left an arm out has no model
+for it, and it is not shown.
+
+Precision: where the run's precision is ``auto`` or ``bf16`` and the CPU computes bf16
+natively (``bertui.core.cpu``), each model runs as a bf16 copy (weights and activations in bf16:
+1.4-2x faster on one sentence), but only where its class probabilities (and the probe's, on its
+features) on ``PRECISION_TEXTS`` are within ``BF16_TOLERANCE`` of the fp32 model's; a model that
+differs more stays fp32. ``precisions`` says which each model got.
 """
 
 from __future__ import annotations
@@ -15,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bertui.core.arms import ARMS
+from bertui.core.arms.retrained import Retrained
 from bertui.core.errors import BadInput
 from bertui.core.runs import HEAD_FILE, PROBE_FILE, Run
+from bertui.core.training import LOW_PRECISION_TOLERANCE
 
 MODEL_NAMES = tuple(ARMS)  # the order the models are shown in
+# The arms whose classifier is a save_pretrained folder of their own (arms/<name>/).
+OWN_MODEL_ARMS = tuple(name for name, arm in ARMS.items() if issubclass(arm, Retrained))
 
 
 class RunPredictor:
@@ -31,10 +44,13 @@ class RunPredictor:
         self.base: Any = None
         self.finetuned: Any = None
         self.probe: dict[str, Any] | None = None
+        self.setfit: Any = None  # arms/setfit/: SetFit's sentence encoder and head
+        self.own: dict[str, Any] = {}  # arms/<name>/: the scratch and tapt arms' classifiers
         self.tokenizer: Any = None
         self.labels: list[str] = []
         self._executor: Any = None
         self._fast: dict[str, Any] = {}  # traced forwards for one text (see _traced_forward)
+        self.precisions: dict[str, str] = {}  # model name → "bf16" | "fp32" (and why)
 
     @property
     def model_names(self) -> list[str]:
@@ -45,6 +61,9 @@ class RunPredictor:
             names.append("probe")
         if self.finetuned is not None:
             names.append("finetuned")
+        names.extend(self.own)
+        if self.setfit is not None:
+            names.append("setfit")
         return names
 
     def load(self) -> RunPredictor:
@@ -89,14 +108,43 @@ class RunPredictor:
             probe_path = run.path / PROBE_FILE
             if probe_path.exists():
                 self.probe = load_numpy(str(probe_path))
+        for name in OWN_MODEL_ARMS:
+            if (run.arms_dir / name / "config.json").exists():
+                self.own[name] = models.load_classifier(
+                    run.arms_dir / name, trust_remote_code=trust).eval()
+        from bertui.core.arms.setfit import load_setfit
+
+        self.setfit = load_setfit(run.arms_dir / "setfit", max_length=self.max_length,
+                                  trust_remote_code=trust)
         if self.tokenizer is None:
             raise BadInput(f"run {run.id} has no model to predict with yet")
+        self._choose_precision(run.config)
         self._fast = {
             name: _traced_forward(model, self.tokenizer, features=name == "base")
-            for name, model in (("base", self.base), ("finetuned", self.finetuned))
+            for name, model in (("base", self.base), ("finetuned", self.finetuned),
+                                *self.own.items())
             if model is not None
         }
         return self
+
+    def _choose_precision(self, config: dict[str, Any]) -> None:
+        """Each model as a bf16 copy where the run's choice is bf16 and the copy agrees with
+        fp32 (see the module docstring); ``precisions`` records the outcome."""
+        wanted = pane_precision(config)
+        models = (("pretrained", "base", self.probe), ("finetuned", "finetuned", None))
+        for name, attr, probe in models:
+            model = getattr(self, attr)
+            if model is None:
+                continue
+            if wanted != "bf16":
+                self.precisions[name] = "fp32"
+                continue
+            copy, diff = bf16_copy(model, self.tokenizer, probe)
+            if copy is None:
+                self.precisions[name] = f"fp32 (bf16 differed by {diff:.3f})"
+            else:
+                setattr(self, attr, copy)
+                self.precisions[name] = "bf16"
 
     def _pool(self):
         if self._executor is None:
@@ -142,6 +190,10 @@ class RunPredictor:
             out["finetuned"] = pending.result()[0]
         elif self.finetuned is not None:
             out["finetuned"] = forward("finetuned", self.finetuned)[0]
+        for name, model in self.own.items():
+            out[name] = forward(name, model)[0]
+        if self.setfit is not None:
+            out["setfit"] = self.setfit.predict_proba(texts)
         results = []
         for i in range(len(texts)):
             row = {}
@@ -157,6 +209,53 @@ class RunPredictor:
 
 
 CHECK_TEXTS = ("A short one.", "A somewhat longer sentence, to check that another length works.")
+# What a bf16 copy of a model is checked on: lengths from 1 to ~60 tokens, plain and odd texts.
+PRECISION_TEXTS = (
+    *CHECK_TEXTS,
+    "ok",
+    "Not what I expected at all, sadly.",
+    "What is the capital of Australia?",
+    "I loved the first half of it, but the ending made no sense and I left early.",
+    "The delivery was late, the box was crushed, yet everything inside worked perfectly well and "
+    "the support team replied within an hour, which I did not expect from such a small shop.",
+    "!!! ??? 12345 :-)",
+)
+# The most a class probability of a bf16 copy may differ from the fp32 model's on those texts:
+# the runs' own (a label can then only change where fp32's top two are within 0.02).
+BF16_TOLERANCE = LOW_PRECISION_TOLERANCE
+
+
+def pane_precision(config: dict[str, Any]) -> str:
+    """"bf16" where the run's precision is auto or bf16 and this CPU computes bf16 natively,
+    else "fp32" (the pane and ``bertui predict`` run on the CPU)."""
+    from bertui.core.cpu import cpu_precision
+
+    asked = str(config.get("train", {}).get("precision", "auto"))
+    return "bf16" if asked in ("auto", "bf16") and cpu_precision()[0] == "bf16" else "fp32"
+
+
+def bf16_copy(model: Any, tokenizer: Any, probe: dict[str, Any] | None = None) -> tuple[Any, float]:
+    """(a bf16 copy of ``model``, the largest class-probability difference from it) when that
+    difference on ``PRECISION_TEXTS`` (for the model, and for ``probe`` on its pooled features)
+    is at most ``BF16_TOLERANCE``; (None, the difference) otherwise."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from bertui.core.training import Encoded, batched_forward, probe_probs
+
+    ids = tokenizer(list(PRECISION_TEXTS), truncation=True, max_length=512)["input_ids"]
+    encoded, pad = Encoded(ids, [0] * len(ids)), tokenizer.pad_token_id or 0
+    features = probe is not None
+    want, want_x = batched_forward(model, encoded, pad, features=features)
+    fast = copy.deepcopy(model).to(torch.bfloat16).eval()
+    got, got_x = batched_forward(fast, encoded, pad, features=features)
+    diff = float(np.abs(want - got).max())
+    if probe is not None:
+        probe_diff = np.abs(probe_probs(probe, want_x) - probe_probs(probe, got_x)).max()
+        diff = max(diff, float(probe_diff))
+    return (fast if diff <= BF16_TOLERANCE else None), diff
 
 
 def _traced_forward(model: Any, tokenizer: Any, *, features: bool) -> Any:

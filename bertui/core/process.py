@@ -7,6 +7,10 @@ output in worker.log. The core names the worker module; it never imports it.
 
 ``lock_run`` is the run's worker lock (one worker a run; a dead worker's lock is gone);
 ``claim_run`` holds a run against every other claim (resume, delete) for a ``with`` block.
+
+A study's runner (``python -m bertui.study_runner STUDY_DIR``) is started the same way
+(``spawn_study``: the launcher with ``--study``), its output in the study's runner.log, and holds
+the study directory's lock as a worker holds its run's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 from bertui.core.runs import CONFIG_FILE, LOCK_FILE, LOG_FILE, Run, RunError
 
 WORKER_MODULE = "bertui.worker"  # the run process (``python -m bertui.worker RUN_DIR``)
+STUDY_RUNNER_MODULE = "bertui.study_runner"  # a study's process (``… STUDY_DIR``)
+STUDY_FILE, RUNNER_LOG = "study.toml", "runner.log"  # a study directory's (bertui.core.studies)
 LAUNCHER_MODULE = "bertui.core.process"  # this module: the launcher ``spawn`` runs
 # How long a launcher may take to start the worker and print its pid.
 SPAWN_TIMEOUT_SECONDS = 60.0
@@ -100,15 +106,17 @@ def claim_run(run: Run, then: str) -> Iterator[None]:
 # --- starting a worker ------------------------------------------------------------------------
 
 
-def worker_command(run_dir: Path, resume: bool = False) -> list[str]:
-    """The worker's command line."""
-    return [sys.executable, "-m", WORKER_MODULE, str(run_dir), *(["--resume"] if resume else [])]
+def worker_command(run_dir: Path, resume: bool = False, module: str = WORKER_MODULE) -> list[str]:
+    """The worker's command line (or, with the study runner's ``module``, a runner's)."""
+    return [sys.executable, "-m", module, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def spawn(run_dir: Path, resume: bool = False) -> int:
-    """Start a detached worker for ``run_dir`` and return its pid; a RunError (one line) when
-    it cannot be started."""
-    cmd = [sys.executable, "-m", LAUNCHER_MODULE, str(run_dir), *(["--resume"] if resume else [])]
+def spawn(run_dir: Path, resume: bool = False, *, study: bool = False) -> int:
+    """Start a detached worker for ``run_dir`` (with ``study``: the runner of the study
+    directory ``run_dir``) and return its pid; a RunError (one line) when it cannot be
+    started."""
+    cmd = [sys.executable, "-m", LAUNCHER_MODULE, str(run_dir), *(["--resume"] if resume else []),
+           *(["--study"] if study else [])]
     try:
         out = subprocess.run(
             cmd,
@@ -129,18 +137,25 @@ def spawn(run_dir: Path, resume: bool = False) -> int:
             return int(pid)
         said = (out.stderr.strip() or out.stdout.strip()).splitlines()
         reason = said[-1] if said else f"its launcher exited with status {out.returncode}"
-    raise RunError(f"could not start the worker: {reason}")
+    raise RunError(f"could not start the {'study runner' if study else 'worker'}: {reason}")
 
 
-def launch(run_dir: Path, resume: bool = False) -> int:
-    """The launcher's work: start the worker in a new session with its output appended to
-    worker.log, print its pid, and return (the worker is then reparented away from us)."""
+def spawn_study(study_dir: Path, resume: bool = False) -> int:
+    """Start a detached runner for the study directory ``study_dir``; its pid."""
+    return spawn(study_dir, resume, study=True)
+
+
+def launch(run_dir: Path, resume: bool = False, study: bool = False) -> int:
+    """The launcher's work: start the worker (or a study's runner) in a new session with its
+    output appended to worker.log (runner.log), print its pid, and return (the process is then
+    reparented away from us)."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with open(run_dir / LOG_FILE, "ab", buffering=0) as log:
+    command = worker_command(run_dir, resume, STUDY_RUNNER_MODULE if study else WORKER_MODULE)
+    with open(run_dir / (RUNNER_LOG if study else LOG_FILE), "ab", buffering=0) as log:
         proc = subprocess.Popen(
-            worker_command(run_dir, resume),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -160,12 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--study", action="store_true", help="RUN_DIR is a study's: its runner")
     args = parser.parse_args(argv)
     run_dir = args.run_dir.resolve()
-    if not (run_dir / CONFIG_FILE).exists():
-        print(f"no run at {run_dir}", file=sys.stderr)
+    if not (run_dir / (STUDY_FILE if args.study else CONFIG_FILE)).exists():
+        print(f"no {'study' if args.study else 'run'} at {run_dir}", file=sys.stderr)
         return 2
-    launch(run_dir, args.resume)
+    launch(run_dir, args.resume, args.study)
     return 0
 
 

@@ -271,6 +271,8 @@ class Run:
             "accuracy_after": after,
             "duration_s": round(duration, 1) if duration is not None else None,
             "samples_per_s": train.get("train_samples_per_s") or status.get("samples_per_s"),
+            "arms": metrics.get("arms"),
+            "verdict": metrics.get("verdict"),
             "created": status.get("created"),
             "error": status.get("error"),
             "path": str(self.path),

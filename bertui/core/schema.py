@@ -26,8 +26,11 @@ from typing import Any, TypeVar
 from bertui.core.errors import BadInput
 
 # The arms a run can compare, in the order they run and are shown.
-ARM_NAMES = ("pretrained", "probe", "finetuned")
+ARM_NAMES = ("pretrained", "probe", "finetuned", "scratch", "tapt", "setfit")
 DEFAULT_ARMS = ("pretrained", "probe", "finetuned")
+
+# Options that only one arm reads: set without that arm, they are refused.
+ARM_OPTIONS = {"unlabeled": "tapt", "tapt_steps": "tapt"}
 
 SECTIONS = ("model", "data", "train", "monitor")  # config.toml's tables, in this order
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -50,14 +53,14 @@ class Widget:
     """How the New run form shows a field."""
 
     group: str  # model | dataset | details | training | training-2 | speed-ups
-    kind: str  # input | select | checkbox
+    kind: str  # input | select | checkbox | checkboxes (one per ``boxes`` name of a list field)
     label: str
     placeholder: str = ""  # an input's placeholder, a select's prompt
     text: str = ""  # a checkbox's text
     tooltip: str | None = None
     hint: str = ""  # after the widget ("tokens")
     id: str = ""  # the widget's id where it is not the field's name
-    toggles: str = ""  # a checkbox over a list field: whether this name is in the list
+    boxes: tuple[tuple[str, str], ...] = ()  # checkboxes: (name, text) for each name it ticks
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,20 @@ class RunOptions:
         help=f"the arms to compare, comma-separated (default {','.join(DEFAULT_ARMS)}; "
              "finetuned is required)",
         drop_flags=(("--no-probe", "probe", "skip the linear probe"),),
-        widget=Widget("training-2", "checkbox", "baselines", text="linear probe", id="probe",
-                      toggles="probe"))
+        widget=Widget("training-2", "checkboxes", "compare",
+                      boxes=(("probe", "linear probe"), ("scratch", "from scratch"),
+                             ("tapt", "TAPT (adapt, then fine-tune)"))))
+    # The tapt arm's options.
+    unlabeled: str | None = option(
+        None, "data",
+        help="unlabeled texts for the tapt arm: a text file (one text a line) or a "
+             "csv/tsv/json/jsonl/parquet file's text column",
+        widget=Widget("details", "input", "unlabeled",
+                      placeholder="optional: texts for TAPT (a file)"))
+    tapt_steps: int | None = option(
+        None, "train", low=1, rule="must be a positive number of steps",
+        help="masked-LM steps of the tapt arm (default: 10 passes over its texts, at most 500)",
+        widget=Widget("training", "input", "TAPT steps", placeholder="auto (10 passes, ≤ 500)"))
     # The speed-ups (two columns under the training ones).
     group_by_length: bool = speed_up(
         True, "batches", "grouped by length",
@@ -190,6 +205,14 @@ class RunOptions:
         "Halve the batch and retry when the GPU runs out of memory",
         help="on out-of-memory, retry with a smaller batch")
     # CLI only (no widget).
+    budget: int | None = option(
+        None, "data", low=1, rule="must be a positive number of rows",
+        help="train on a stratified, seeded subset of this many rows of the train set (a "
+             "study's label budget: a larger budget's rows contain a smaller one's)")
+    data_seed: int | None = option(
+        None, "data", low=0,
+        help="seed of the held-out eval split and the row caps (default: --seed; a study "
+             "fixes it, so that all its runs have one eval split)")
     checkpoint_minutes: float = option(
         2.0, "train", low=0,
         help="save a checkpoint at least this often (default 2; 0 = each epoch only)")
@@ -278,14 +301,16 @@ class Field:
         return str(value)
 
     def to_widget(self, value: Any) -> Any:
-        """A value as its form widget holds it: an input's text, a checkbox's state (for a
-        list field: whether its ``toggles`` name is in the list), a select's choice."""
+        """A value as its form widget holds it: an input's text, a checkbox's state, the
+        names of a list that its checkboxes tick, a select's choice."""
         widget = self.widget
         if widget is None or widget.kind == "select":
             return value
         if widget.kind == "input":
             return self.to_input(value)
-        return widget.toggles in value if widget.toggles else bool(value)
+        if widget.kind == "checkboxes":
+            return tuple(name for name, _ in widget.boxes if name in value)
+        return bool(value)
 
     def from_widget(self, raw: Any) -> Any:
         """The value a form widget holds (a select's blank as None); FieldError for an input
@@ -295,16 +320,13 @@ class Field:
             return self.default
         if widget.kind == "input":
             return self.from_input(str(raw))
-        if widget.kind == "checkbox" and widget.toggles:
-            return self.with_name(self.default, widget.toggles, raw)
+        if widget.kind == "checkboxes":  # the names ticked, and those it has no box for
+            ticked = {name for name, _ in widget.boxes} & set(raw)
+            fixed = {name for name in self.default if name not in dict(widget.boxes)}
+            return tuple(n for n in self.spec.choices if n in ticked | fixed)
         if widget.kind == "checkbox":
             return bool(raw)
         return raw if raw is not None or self.optional else self.default
-
-    def with_name(self, value: tuple[str, ...], name: str, on: bool) -> tuple[str, ...]:
-        """A list field's value with ``name`` in it or not (in the schema's order)."""
-        wanted = {*value, name} if on else set(value) - {name}
-        return tuple(n for n in self.spec.choices if n in wanted)
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -416,6 +438,42 @@ def validate_options(options: RunOptions) -> None:
     naming the field) for the first value refused."""
     for field in FIELDS:
         field.check(getattr(options, field.name))
+    for name, arm in ARM_OPTIONS.items():
+        if getattr(options, name) is not None and arm not in options.arms:
+            reason = f"is for the {arm} arm: add {arm} to --arms"
+            raise FieldError(f"{FIELD[name].flag} {reason}", name, reason)
+    missing = missing_extras(options.arms)
+    if missing:
+        raise FieldError(f"{FIELD['arms'].flag} {missing}", "arms", missing)
+
+
+# The arms that need an optional extra: the modules they import, and the extra that has them.
+ARM_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "setfit": (("setfit", "sentence_transformers"), "setfit"),
+}
+
+
+def module_available(name: str) -> bool:
+    """Whether ``name`` can be imported here, told without importing it (cheap enough for the
+    form's checks on every change)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_extras(arms: tuple[str, ...] | list[str]) -> str | None:
+    """What an arm lacks, in words ("setfit needs the setfit library, …: pip install
+    'bertui[setfit]'"), for the first of ``arms`` whose library is not installed; None if none."""
+    for arm in arms:
+        modules, extra = ARM_EXTRAS.get(arm, ((), ""))
+        missing = [m for m in modules if not module_available(m)]
+        if missing:
+            return (f"{arm} needs the {missing[0]} library, an optional extra: "
+                    f"pip install 'bertui[{extra}]'")
+    return None
 
 
 def options_from_flags(values: Mapping[str, Any]) -> RunOptions:

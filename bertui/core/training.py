@@ -24,6 +24,11 @@ from bertui.core.schema import DEFAULT_ARMS, RunOptions, read_table
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 64
 BASE_EVAL_BATCH = 64
+# A model is measured (and shown in the classifier pane) in bf16/fp16 only where that keeps its
+# answers: every class probability within this of fp32's on the rows checked (the first
+# CHECK_ROWS eval rows). A label can then change only where fp32's top two are within 0.02.
+LOW_PRECISION_TOLERANCE = 0.01
+CHECK_ROWS = 64
 
 
 class Cancelled(Exception):
@@ -48,6 +53,7 @@ class Hyper:
     torch_compile: bool = RunOptions.torch_compile
     auto_batch_size: bool = RunOptions.auto_batch_size
     checkpoint_minutes: float = RunOptions.checkpoint_minutes
+    tapt_steps: int | None = RunOptions.tapt_steps
     probe: bool = "probe" in DEFAULT_ARMS  # [train] probe: derived from the arms
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -71,11 +77,26 @@ class Device:
     precision: str  # "bf16" | "fp16" | "fp32"
     count: int = 1
     notes: list[str] = field(default_factory=list)
+    reason: str = ""  # why this precision, as people read it ("bf16: the CPU has AMX")
+
+    def autocast(self) -> Any:
+        """The autocast context of this precision for inference outside the Trainer (the
+        probe's features, the eval predictions): bf16/fp16 autocast, or a no-op in fp32."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.kind, dtype=dtype)
 
 
-def pick_device(precision: str = "auto") -> Device:
-    """The accelerator and the precision to train in: bf16 where the GPU supports it (else
-    fp16 with loss scaling) with TF32 matmuls; fp32 on CPU."""
+def pick_device(precision: str = "auto", cpu_flags: frozenset[str] | None = None) -> Device:
+    """The accelerator and the precision to train in: on a GPU bf16 where it supports it (else
+    fp16 with loss scaling) with TF32 matmuls; on a CPU bf16 autocast where the processor
+    computes bf16 natively (``bertui.core.cpu``: AVX512-BF16, AMX, Arm BF16), fp32 elsewhere.
+    ``cpu_flags`` stands in for this CPU's feature flags (tests)."""
     import torch
 
     if torch.cuda.is_available():
@@ -83,15 +104,28 @@ def pick_device(precision: str = "auto") -> Device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         if precision == "auto":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return Device("cuda", name, precision, torch.cuda.device_count())
+            bf16 = torch.cuda.is_bf16_supported()
+            precision = "bf16" if bf16 else "fp16"
+            reason = "bf16: the GPU supports it" if bf16 else "fp16: the GPU has no bf16"
+        else:
+            reason = f"{precision}: asked for"
+        return Device("cuda", name, precision, torch.cuda.device_count(), reason=reason)
     if precision == "fp16":
         raise BadInput(
             "fp16 training needs a CUDA GPU; use --precision fp32 or bf16 on CPU", field="precision"
         )
+    from bertui.core.cpu import cpu_precision
+
+    auto, why = cpu_precision(cpu_flags)
     if precision == "auto":
-        precision = "fp32"
-    return Device("cpu", "CPU", precision, 1)
+        precision, reason = auto, why
+    elif precision == "bf16":
+        has = why.removeprefix("bf16: ") if auto == "bf16" else (
+            "the CPU has no native bf16: slower than fp32")
+        reason = f"bf16: asked for ({has})"
+    else:
+        reason = f"{precision}: asked for"
+    return Device("cpu", "CPU", precision, 1, reason=reason)
 
 
 # --- tokenisation -----------------------------------------------------------------------------
@@ -246,25 +280,31 @@ def batched_forward(
     *,
     features: bool = False,
     check: Callable[[], None] | None = None,
+    device: Device | None = None,
 ) -> tuple[Any, Any | None]:
     """Class probabilities (and, with ``features``, mean-pooled last hidden states) for every
-    row, in the original order. Rows are batched by length so little is padded."""
+    row, in the original order. Rows are batched by length so little is padded. With
+    ``device``, under its precision's autocast (the run's choice, as the Trainer trains and
+    evaluates in it)."""
+    import contextlib
+
     import numpy as np
     import torch
 
-    device = next(model.parameters()).device
+    where = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
     collate = PadCollator(pad_id)
     probs_out: list[Any] = [None] * len(encoded)
     feats_out: list[Any] = [None] * len(encoded)
     model.eval()
-    with torch.inference_mode():
+    precision = device.autocast() if device is not None else contextlib.nullcontext()
+    with torch.inference_mode(), precision:
         for start in range(0, len(order), batch_size):
             if check is not None:
                 check()
             idx = order[start : start + batch_size]
             batch = collate([{"input_ids": encoded.input_ids[i]} for i in idx])
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(where) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=features)
             probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
             if features:
@@ -278,6 +318,25 @@ def batched_forward(
     probs_arr = np.stack(probs_out) if len(encoded) else np.zeros((0, model.config.num_labels))
     feats_arr = np.stack(feats_out) if features and len(encoded) else None
     return probs_arr, feats_arr
+
+
+def inference_device(model: Any, encoded: Encoded, pad_id: int, device: Device) -> Device:
+    """``device`` when its precision keeps ``model``'s answers on the first ``CHECK_ROWS`` rows
+    of ``encoded`` (class probabilities within ``LOW_PRECISION_TOLERANCE`` of fp32's), else the
+    same device in fp32, its reason saying by how much the answers moved. ``model``'s forward
+    must not carry an autocast of its own (the Trainer's: ``unwrap_model``)."""
+    import numpy as np
+
+    if device.precision == "fp32" or not len(encoded):
+        return device
+    sample = Encoded(encoded.input_ids[:CHECK_ROWS], encoded.labels[:CHECK_ROWS])
+    want, _ = batched_forward(model, sample, pad_id)
+    got, _ = batched_forward(model, sample, pad_id, device=device)
+    diff = float(np.abs(want - got).max())
+    if diff <= LOW_PRECISION_TOLERANCE:
+        return device
+    reason = f"fp32: {device.precision} changed the model's answers (by up to {diff:.2f})"
+    return Device(device.kind, device.name, "fp32", device.count, reason=reason)
 
 
 # --- linear probe -----------------------------------------------------------------------------

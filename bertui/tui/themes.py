@@ -29,6 +29,9 @@ CHART_VARIABLES = {
     "model-pretrained": "foreground-muted",
     "model-probe": "secondary",
     "model-finetuned": "success",
+    "model-scratch": "warning",
+    "model-tapt": "accent",
+    "model-setfit": "primary",
 }
 
 

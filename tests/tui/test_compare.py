@@ -12,7 +12,7 @@ from bertui.tui.screens.compare import CompareScreen
 from bertui.tui.widgets.classifier import ClassifierPane, bar, disagreement
 from bertui.tui.widgets.confusion import ConfusionMatrix
 
-from .conftest import FINISHED, FakePredictor, build_app, plain, settle, wait_until
+from .conftest import FINISHED, FINISHED_2, FakePredictor, build_app, plain, settle, wait_until
 
 
 def recorded_metrics(home):
@@ -27,22 +27,36 @@ async def test_compare_shows_the_recorded_metrics(recorded_home, config_path):
         screen = app.screen
         assert isinstance(screen, CompareScreen)
         scores = screen.query_one("#scores-table", DataTable)
-        assert scores.row_count == 3
-        rows = {str(scores.get_row_at(i)[0]): scores.get_row_at(i) for i in range(3)}
+        assert scores.row_count == 5  # four arms with scores, one that failed
+        rows = {str(scores.get_row_at(i)[0]): scores.get_row_at(i) for i in range(5)}
         # the pre-trained model with an untrained head is labelled as such
-        assert set(rows) == {"untrained head", "linear probe", "fine-tuned"}
-        assert rows["fine-tuned"][1] == "93.0%"
-        assert rows["untrained head"][3] == "untrained classification head"
+        assert list(rows) == ["untrained head", "linear probe", "fine-tuned", "from scratch",
+                              "task-adapted"]
+        low, high = metrics["finetuned"]["accuracy_ci"]
+        assert rows["fine-tuned"][1:4] == ["93.0%", f"{100 * low:.1f}–{100 * high:.1f}", "0.930"]
+        assert rows["untrained head"][7] == "untrained classification head"
+        probe = next(c for c in metrics["comparisons"]
+                     if (c["a"], c["b"], c["metric"]) == ("finetuned", "probe", "accuracy"))
+        assert rows["linear probe"][4] == "−15.0 (−24.0…−6.0) p = 0.0041"
+        assert probe["delta"] == pytest.approx(0.15) and probe["ci_low"] == pytest.approx(0.06)
+        assert rows["linear probe"][5:7] == ["2.3 s", "0.09 Wh"]
+        assert rows["task-adapted"][1] == "failed"
+        assert rows["task-adapted"][7].startswith("OutOfMemoryError: CUDA out of memory")
+        verdict = plain(screen.query_one("#compare-verdict"))
+        assert " ".join(verdict.split()) == metrics["verdict"]
+        assert verdict.startswith("Fine-tuning beats the linear probe by 15.0 points")
         per_class = screen.query_one("#per-class-table", DataTable)
         assert per_class.get_row("positive") == [
             "positive", "50", "0.000",
             f"{metrics['probe']['per_class']['positive']['f1']:.3f}",
-            f"{metrics['finetuned']['per_class']['positive']['f1']:.3f}"]
+            f"{metrics['finetuned']['per_class']['positive']['f1']:.3f}",
+            f"{metrics['scratch']['per_class']['positive']['f1']:.3f}"]
         assert screen.query_one("#accuracy-bars").draws >= 1
         await pilot.press("2")
         await pilot.pause()
         matrices = list(screen.query(ConfusionMatrix))
-        assert [m.title for m in matrices] == ["untrained head", "linear probe", "fine-tuned"]
+        assert [m.title for m in matrices] == ["untrained head", "linear probe", "fine-tuned",
+                                               "from scratch"]
         assert matrices[2].matrix == metrics["finetuned"]["confusion_matrix"]
         assert "47" in plain(matrices[2])
         await pilot.press("3")
@@ -50,6 +64,18 @@ async def test_compare_shows_the_recorded_metrics(recorded_home, config_path):
         errors = screen.query_one("#errors-table", DataTable)
         assert errors.row_count == len(metrics["errors"]) == 7
         assert "7 of 100" in plain(screen.query_one("#errors-caption"))
+
+
+async def test_a_run_made_before_the_statistics_still_opens(recorded_home, config_path):
+    app = build_app(recorded_home, config_path, show_run=FINISHED_2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert "made before bertui computed them" in plain(screen.query_one("#compare-verdict"))
+        scores = screen.query_one("#scores-table", DataTable)
+        assert scores.row_count == 3
+        assert [str(scores.get_row_at(i)[2]) for i in range(3)] == ["—"] * 3
 
 
 async def test_classifier_pane_answers_with_a_loading_state(recorded_home, config_path):

@@ -120,11 +120,12 @@ def test_new_run_to_compare_and_classifier(terminal, tiny_model):
     t.fill(str(tiny_model), r"bert · 2 layers", tries=3, timeout=30)
     t.wait_for(r"model\s+\S*tiny-bert\s")
 
-    # to epochs: dataset, split, eval, holdout, text column, label column, preview, epochs
-    t.tab(8)
+    # to epochs: dataset, split, eval, holdout, text column, label column, unlabeled, preview,
+    # epochs
+    t.tab(9)
     t.fill("1", r"epochs\s+1\s")
-    # to the train cap: learning rate, batch size, max length, precision, train cap
-    t.tab(5)
+    # to the train cap: learning rate, batch size, max length, precision, TAPT steps, train cap
+    t.tab(6)
     t.fill("64", r"train cap\s+64\s")
     t.tab()
     t.fill("32", r"eval cap\s+32\s")

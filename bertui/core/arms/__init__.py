@@ -11,7 +11,13 @@ from bertui.core.arms.base import Arm, Control, Recorder, RunContext
 from bertui.core.arms.finetune import FineTuned
 from bertui.core.arms.pretrained import Pretrained
 from bertui.core.arms.probe import Probe
+from bertui.core.arms.scratch import Scratch
+from bertui.core.arms.setfit import SetFit
+from bertui.core.arms.tapt import Tapt
 
-ARMS: dict[str, type[Arm]] = {arm.name: arm for arm in (Pretrained, Probe, FineTuned)}
+ARMS: dict[str, type[Arm]] = {
+    arm.name: arm for arm in (Pretrained, Probe, FineTuned, Scratch, Tapt, SetFit)
+}
 
-__all__ = ["ARMS", "Arm", "Control", "FineTuned", "Pretrained", "Probe", "Recorder", "RunContext"]
+__all__ = ["ARMS", "Arm", "Control", "FineTuned", "Pretrained", "Probe", "Recorder", "RunContext",
+           "Scratch", "SetFit", "Tapt"]

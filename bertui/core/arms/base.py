@@ -71,6 +71,22 @@ class RunContext:
     samples_per_step: int = 1
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json, as it grows
     predictions: dict[str, Prediction] = field(default_factory=dict)  # predictions.npz's arms
+    baseline: Device | None = None  # see baseline_device
+
+    def baseline_device(self) -> Device:
+        """The precision the model as loaded is measured in (the pre-trained arm, the probe's
+        features): the run's, unless that changes its answers (``training.inference_device``;
+        then fp32, and the log says so). Checked once, before the Trainer first wraps the
+        model's forward in its autocast."""
+        if self.baseline is None:
+            from bertui.core.training import inference_device
+
+            self.baseline = inference_device(self.model, self.evaluation, self.pad_id,
+                                             self.device)
+            if self.baseline is not self.device:
+                self.rec.log(f"the pre-trained model is measured in {self.baseline.reason}",
+                             "warning")
+        return self.baseline
 
     @property
     def labels(self) -> list[str]:
@@ -124,8 +140,18 @@ class Arm(ABC):
         return {"note": self.title}
 
     def cost(self, seconds: float) -> dict[str, Any]:
-        """What the arm cost: ``seconds`` is its wall time, prepare to predict."""
+        """What the arm cost: ``seconds`` is its wall time, prepare to predict. An arm that
+        trains adds ``train_samples_per_s`` (samples through training a second). The engine
+        adds the rest of metrics.json's ``cost``: ``devices``, ``device_seconds`` and the
+        energy (``bertui.core.energy``), measured around the arm on the GPUs ``devices``
+        names."""
         return {"seconds": round(seconds, 2)}
+
+    def devices(self) -> int:
+        """How many devices the arm computes on (its device-seconds are its wall seconds
+        times this; the energy meter reads that many GPUs): the run's GPUs, else 1."""
+        device = self.ctx.device
+        return max(1, device.count) if device.kind == "cuda" else 1
 
     def save(self, prediction: Prediction) -> None:  # noqa: B027 - an arm may keep nothing
         """Keep on disk what ``keeps`` names (and any run-level metrics the arm owns)."""

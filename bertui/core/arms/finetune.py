@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bertui.core.arms.base import Arm
+from bertui.core.arms.base import Arm, RunContext
 from bertui.core.predictions import Prediction
-from bertui.core.runs import MODEL_DIR, last_checkpoint
+from bertui.core.runs import CHECKPOINTS_DIR, MODEL_DIR, last_checkpoint
 
 ERROR_SAMPLE = 50
 
@@ -26,9 +26,17 @@ class FineTuned(Arm):
     keeps = (MODEL_DIR,)
     baseline = False
 
+    def __init__(self, ctx: RunContext, folder: Path | None = None) -> None:
+        """``folder``: where the model and its checkpoints go (``model/`` and
+        ``checkpoints/`` of the run by default; ``arms.retrained`` runs this arm on a model of
+        its own, kept in ``folder`` with its checkpoints in ``folder/checkpoints``)."""
+        super().__init__(ctx)
+        self.model_dir = folder or ctx.run.model_dir
+        self.checkpoints_dir = folder / CHECKPOINTS_DIR if folder else ctx.run.checkpoints_dir
+
     def prepare(self) -> None:
         ctx = self.ctx
-        resume_from = last_checkpoint(ctx.run.checkpoints_dir) if ctx.ctl.resume else None
+        resume_from = last_checkpoint(self.checkpoints_dir) if ctx.ctl.resume else None
         self.resume_from: Path | None = resume_from
         self.start_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
         self.wall = 0.0
@@ -50,6 +58,7 @@ class FineTuned(Arm):
             labels=ctx.labels,
             device=ctx.device.name,
             precision=ctx.device.precision,
+            precision_reason=ctx.device.reason,
             batch_size=args.per_device_train_batch_size,
             learning_rate=ctx.hyper.learning_rate,
             resumed_from=str(resume_from) if resume_from else None,
@@ -72,18 +81,26 @@ class FineTuned(Arm):
         return True
 
     def predict(self) -> Prediction:
-        from bertui.core.training import batched_forward
+        from bertui.core.training import batched_forward, inference_device
 
         ctx = self.ctx
+        # Without the Trainer's autocast wrapper: the precision is the one that keeps the
+        # trained model's answers (the run's, or fp32), as the classifier pane checks it too.
+        model = ctx.trainer.accelerator.unwrap_model(ctx.trainer.model, keep_fp32_wrapper=False)
+        self.precision = inference_device(model, ctx.evaluation, ctx.pad_id, ctx.device)
+        if self.precision is not ctx.device:
+            ctx.rec.log(f"the fine-tuned model is measured in {self.precision.reason}", "warning")
         probs, _ = batched_forward(
-            ctx.trainer.model, ctx.evaluation, ctx.pad_id, ctx.eval_batch_size
+            model, ctx.evaluation, ctx.pad_id, ctx.eval_batch_size, device=self.precision
         )
         return Prediction.of_probs(probs)
 
     def fields(self) -> dict[str, Any]:
         history = self.ctx.trainer.state.log_history
         eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
-        return {"note": "fine-tuned", **({"eval_loss": eval_losses[-1]} if eval_losses else {})}
+        precision = self.precision.reason or self.precision.precision
+        return {"note": "fine-tuned", "precision": precision,
+                **({"eval_loss": eval_losses[-1]} if eval_losses else {})}
 
     def train_stats(self) -> dict[str, Any]:
         """metrics.json's ``train``: what this session's training did, and how fast (the time
@@ -101,6 +118,7 @@ class FineTuned(Arm):
             "steps": state.global_step,
             "device": ctx.device.name,
             "precision": ctx.device.precision,
+            "precision_reason": ctx.device.reason,
             "batch_size": ctx.trainer.args.per_device_train_batch_size,
             "learning_rate": hyper.learning_rate,
             "epochs": hyper.epochs,
@@ -130,8 +148,8 @@ class FineTuned(Arm):
             ctx.fast_dropout.undo()
         model.config.id2label = dict(ctx.id2label)
         model.config.label2id = {v: k for k, v in ctx.id2label.items()}
-        model.save_pretrained(str(ctx.run.model_dir), safe_serialization=True)
-        ctx.tokenizer.save_pretrained(str(ctx.run.model_dir))
+        model.save_pretrained(str(self.model_dir), safe_serialization=True)
+        ctx.tokenizer.save_pretrained(str(self.model_dir))
 
     def summary(self, report: dict[str, Any]) -> str:
         sps = self.ctx.metrics["train"]["train_samples_per_s"]

@@ -31,14 +31,16 @@ class Pretrained(Arm):
         import numpy as np
 
         trainer = self.ctx.trainer
-        out = trainer.predict(trainer.eval_dataset)
+        self.precision = self.ctx.baseline_device()
+        out = predict_in(trainer, self.precision.precision != "fp32")
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
         logits = in_eval_order(trainer, np.asarray(logits), np.asarray(out.label_ids))
         if logits is None:  # an order the Trainer did not let us follow: measure it directly
             from bertui.core.training import batched_forward
 
             ctx = self.ctx
-            probs, _ = batched_forward(ctx.model, ctx.evaluation, ctx.pad_id, ctx.eval_batch_size)
+            probs, _ = batched_forward(ctx.model, ctx.evaluation, ctx.pad_id, ctx.eval_batch_size,
+                                       device=self.precision)
             return Prediction.of_probs(probs)
         shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
@@ -50,7 +52,7 @@ class Pretrained(Arm):
         head_note = getattr(self.ctx.model, "bertui_head_note", None)
         if head_note and not fresh:
             note += f" ({head_note})"
-        return {"note": note}
+        return {"note": note, "precision": self.precision.reason or self.precision.precision}
 
     def save(self, prediction: Prediction) -> None:
         from safetensors.torch import save_file
@@ -66,6 +68,20 @@ class Pretrained(Arm):
 
     def summary(self, report: dict[str, Any]) -> str:
         return f"pre-trained ({report['note']}): accuracy {report['accuracy']:.4f}"
+
+
+def predict_in(trainer: Any, low_precision: bool) -> Any:
+    """``trainer.predict`` of its eval split, in the run's bf16/fp16 autocast or (where
+    ``low_precision`` is False) in fp32: the Trainer's accelerator then leaves the model's
+    forward unwrapped (it wraps it when it prepares the model, on the first predict or train;
+    training wraps it then)."""
+    accelerator = trainer.accelerator
+    amp = accelerator.native_amp
+    accelerator.native_amp = amp and low_precision
+    try:
+        return trainer.predict(trainer.eval_dataset)
+    finally:
+        accelerator.native_amp = amp
 
 
 def in_eval_order(trainer: Any, rows: Any, label_ids: Any) -> Any:

@@ -30,18 +30,20 @@ class Probe(Arm):
         self.train_seconds = 0.0
 
     def train(self) -> bool:
+        from bertui.core.shared import probe_features
         from bertui.core.training import batched_forward, fit_probe
 
         ctx = self.ctx
         t0 = time.perf_counter()
-        features = [
-            batched_forward(
+
+        def forward(split: Any) -> Any:
+            return batched_forward(
                 ctx.model, split, ctx.pad_id, ctx.eval_batch_size,
-                features=True, check=ctx.ctl.check_cancel,
+                features=True, check=ctx.ctl.check_cancel, device=ctx.baseline_device(),
             )[1]
-            for split in (ctx.evaluation, ctx.train)
-        ]
-        self.eval_features, train_features = features
+
+        # In a study, the features of rows an earlier run computed are looked up (shared.py).
+        self.eval_features, train_features = probe_features(ctx, forward)
         self.weights = fit_probe(train_features, ctx.train.labels, len(ctx.labels), ctx.hyper.seed)
         self.train_seconds = time.perf_counter() - t0
         return True
@@ -52,7 +54,9 @@ class Probe(Arm):
         return Prediction.of_probs(probe_probs(self.weights, self.eval_features))
 
     def fields(self) -> dict[str, Any]:
-        return {"note": NOTE, "seconds": round(time.perf_counter() - self.t0, 2)}
+        device = self.ctx.baseline_device()
+        return {"note": NOTE, "seconds": round(time.perf_counter() - self.t0, 2),
+                "precision": device.reason or device.precision}
 
     def cost(self, seconds: float) -> dict[str, Any]:
         samples = len(self.ctx.train) / max(1e-9, self.train_seconds)

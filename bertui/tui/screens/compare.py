@@ -1,6 +1,10 @@
-"""Compare: pre-trained (often an untrained head), linear probe and fine-tuned, side by side:
-accuracy and macro-F1 bars, per-class F1, confusion matrices, the eval examples the fine-tuned
-model still gets wrong, and the classifier pane. Everything but the pane reads metrics.json."""
+"""Compare: every arm of a run side by side (the pre-trained model, often an untrained head,
+the linear probe, the fine-tune, and those trained from scratch, task-adapted or with SetFit
+where the run has them): the verdict as headline, accuracy bars with their 95 % intervals and
+macro-F1 bars, a table with the intervals, each arm's difference to the fine-tune, its cost and
+the arms that failed, per-class F1, confusion matrices, the eval examples the fine-tuned model
+still gets wrong, and the classifier pane. Everything but the pane reads metrics.json; a run
+made before intervals existed shows its scores without them."""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane, Tabs
 
 from bertui.core.runs import Run
+from bertui.core.schema import ARM_NAMES
+from bertui.core.stats import Comparison, p_text, points
+from bertui.core.verdict import arm_reports, arm_title, comparisons, failed_arms, find
 from bertui.tui.format import one_line, percent, rate, score
 from bertui.tui.screens.base import BertuiScreen, PaletteCommand
 from bertui.tui.themes import theme_color
@@ -25,15 +32,51 @@ from bertui.tui.widgets.confusion import ConfusionMatrix
 if TYPE_CHECKING:
     from bertui.tui.app import BertuiApp
 
-MODELS = ("pretrained", "probe", "finetuned")
 TABS = ("scores", "confusion", "errors", "classifier")
+NO_STATISTICS = ("No intervals or verdict for this run: it was made before bertui computed "
+                 "them, or it has a single model.")
 
 
 def model_titles(metrics: dict[str, Any]) -> dict[str, str]:
     """What each model is called on screen; an untrained head says so."""
     note = str((metrics.get("pretrained") or {}).get("note") or "")
-    return {"pretrained": "untrained head" if "untrained" in note else "pre-trained",
-            "probe": "linear probe", "finetuned": "fine-tuned"}
+    titles = {name: arm_title(metrics, name) for name in (*ARM_NAMES, *arm_reports(metrics))}
+    if "untrained" in note:
+        titles["pretrained"] = "untrained head"
+    return titles
+
+
+def interval(ci: Any) -> str:
+    """An accuracy's 95 % interval as a range of percentages: "84.9–96.6"."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return "—"
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def against(c: Comparison | None) -> str:
+    """An arm's accuracy against the fine-tune's: "−15.0 (−22.0…−8.0) p < 0.001"."""
+    if c is None:
+        return "—"
+    return f"{points(c.delta)} ({points(c.ci_low)}…{points(c.ci_high)}) {p_text(c.p_value)}"
+
+
+def cost_cells(cost: dict[str, Any]) -> tuple[str, str]:
+    """(wall time, energy) of an arm's cost: "18.1 s", "0.21 Wh" (— where not measured)."""
+    seconds = cost.get("seconds")
+    energy = cost.get("energy_wh")
+    return ("—" if seconds is None else f"{seconds:.1f} s",
+            "—" if energy is None else f"{energy:.3g} Wh")
+
+
+def draw_interval(plt: Any, row: int, report: dict[str, Any], color: Any) -> None:
+    """An accuracy's 95 % interval over its bar: ├──┼─┤, the cross at the accuracy."""
+    ci = report.get("accuracy_ci")
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return
+    low, high = float(ci[0]), float(ci[1])
+    plt.plot([low, high], [row, row], marker="─", color=color)
+    for x, mark in ((low, "├"), (high, "┤"), (float(report.get("accuracy") or 0.0), "┼")):
+        plt.scatter([x], [row], marker=mark, color=color)
 
 
 class ErrorsTable(DataTable):
@@ -61,7 +104,8 @@ class CompareScreen(BertuiScreen):
         self.run = Run.load(Path(run_path))
         self.metrics = self.run.metrics()
         self.titles = model_titles(self.metrics)
-        self.models = [m for m in MODELS if self.metrics.get(m)]
+        self.models = list(arm_reports(self.metrics))  # the arms with scores, as they ran
+        self.failed = failed_arms(self.metrics)
         self.sub_title = self.run.name
         self.initial_tab = tab if tab in TABS else "scores"
 
@@ -72,6 +116,7 @@ class CompareScreen(BertuiScreen):
     def compose_body(self) -> ComposeResult:
         with Vertical(id="compare-body"):
             yield Static(self._headline(), id="compare-headline")
+            yield Static(self._verdict(), id="compare-verdict")
             with TabbedContent(initial=f"tab-{self.initial_tab}", id="compare-tabs"):
                 with TabPane("Scores", id="tab-scores"):
                     with VerticalScroll():
@@ -112,11 +157,19 @@ class CompareScreen(BertuiScreen):
                  f"eval {self.metrics.get('eval_source') or '?'} "
                  f"({self.metrics.get('eval_rows', '?')} rows)"]
         if train:
-            parts.append(f"{train.get('device', '?')} {train.get('precision', '')}".strip())
+            precision = train.get("precision_reason") or train.get("precision", "")
+            parts.append(f"{train.get('device', '?')} {precision}".strip())
             parts.append(f"{rate(train.get('train_samples_per_s'), ' samples/s')}")
         return " · ".join(parts)
 
+    def _verdict(self) -> str:
+        if not self.metrics:
+            return ""
+        return str(self.metrics.get("verdict") or NO_STATISTICS)
+
     def on_mount(self) -> None:
+        # a row a bar, and room for the title and the axis
+        self.query_one("#score-charts").styles.height = max(12, len(self.models) + 7)
         self._fill_scores()
         self._fill_errors()
         self.app.theme_changed_signal.subscribe(self, lambda _t: self._fill_scores())
@@ -130,13 +183,23 @@ class CompareScreen(BertuiScreen):
         variables = self.app.theme_variables
         table = self.query_one("#scores-table", DataTable)
         table.clear(columns=True)
-        table.add_columns("model", "accuracy", "macro-F1", "note")
+        table.add_columns("model", "accuracy", "95 % CI", "macro-F1", "vs fine-tuned", "time",
+                          "energy", "note")
+        found = comparisons(metrics)
         for name in self.models:
             m = metrics[name]
+            vs = "—" if name == "finetuned" else against(find(found, name, "finetuned"))
             table.add_row(Text(self.titles[name],
                                style=f"bold {theme_color(variables, 'model-' + name)}"),
-                          percent(m.get("accuracy")), score(m.get("macro_f1")),
+                          percent(m.get("accuracy")), interval(m.get("accuracy_ci")),
+                          score(m.get("macro_f1")), vs, *cost_cells(m.get("cost") or {}),
                           m.get("note") or "", key=name)
+        for name, error in self.failed.items():
+            cost = (metrics.get(name) or {}).get("cost") or {}
+            table.add_row(Text(self.titles.get(name, name),
+                               style=f"bold {theme_color(variables, 'error')}"),
+                          "failed", "—", "—", "—", *cost_cells(cost), one_line(error, 70),
+                          key=name)
         per_class = self.query_one("#per-class-table", DataTable)
         per_class.clear(columns=True)
         per_class.add_column("label", key="label")
@@ -157,10 +220,13 @@ class CompareScreen(BertuiScreen):
             def drawing(plt, colors) -> None:
                 if not bars:
                     return
-                # one bar per call: plotext mixes the colours of a multi-colour bar call
+                # each bar a line of full blocks: one row whatever the chart's height (a
+                # plotext bar spans one row or two), so an interval drawn over it stays on it
                 for i, (_, name, m) in enumerate(bars, start=1):
-                    plt.bar([i], [float(m.get(key) or 0.0)], color=colors(f"model-{name}"),
-                            orientation="h", width=0.6)
+                    plt.plot([0.0, float(m.get(key) or 0.0)], [i, i], marker="█",
+                             color=colors(f"model-{name}"))
+                    if key == "accuracy":
+                        draw_interval(plt, i, m, colors("foreground"))
                 plt.yticks(list(range(1, len(bars) + 1)), [t for t, _, _ in bars])
                 plt.ylim(0.4, len(bars) + 0.6)
                 plt.xlim(0, 1)

@@ -139,7 +139,8 @@ class MonitorScreen(BertuiScreen):
         data = (config.get("data") or {}).get("train") or "?"
         parts = [f"{model} on {data}"]
         if start:
-            parts.append(f"{start.get('device', '?')} {start.get('precision', '')}".strip())
+            precision = start.get("precision_reason") or start.get("precision", "")
+            parts.append(f"{start.get('device', '?')} {precision}".strip())
             parts.append(f"batch {start.get('batch_size', '?')}")
             if start.get("learning_rate"):
                 parts.append(f"lr {start['learning_rate']:g}")
@@ -229,6 +230,7 @@ class MonitorScreen(BertuiScreen):
         accuracy = history.eval_series("accuracy")
         baselines = {name: b.get("accuracy") for name, b in history.baselines.items()}
         total = history.total_steps
+        mlm = list(history.mlm_loss)  # the tapt arm's masked-LM loss: far above the others
 
         def draw_loss(plt, colors) -> None:
             if loss:
@@ -237,7 +239,11 @@ class MonitorScreen(BertuiScreen):
             if eval_loss:
                 plt.plot([s for s, _ in eval_loss], [v for _, v in eval_loss], label="eval",
                          color=colors("chart-eval"), marker="braille")
-            step_axis(plt, [s for s, _ in loss + eval_loss], total)
+            if mlm:
+                plt.plot([s for s, _ in mlm], [v for _, v in mlm], label="TAPT MLM (right)",
+                         color=colors("warning"), marker="braille", yside="right")
+            right = max([total or 0, *(s for s, _ in mlm)]) or None
+            step_axis(plt, [s for s, _ in loss + eval_loss + mlm], right)
             plt.title("loss")
             plt.xlabel("step")
 

@@ -83,6 +83,11 @@ def make_widget(field: Field, **extra: Any) -> Any:
             return Select(choices, id=widget_id, compact=True, prompt=hint.placeholder)
         return Select(choices, value=field.default, id=widget_id, compact=True,
                       allow_blank=False)
+    if hint.kind == "checkboxes":
+        from bertui.tui.widgets.name_choices import NameChoices
+
+        return NameChoices(hint.boxes, field.to_widget(field.default), hint.tooltip,
+                           id=widget_id)
     return Checkbox(hint.text, field.to_widget(field.default), id=widget_id, classes="toggle",
                     tooltip=hint.tooltip)
 

@@ -93,6 +93,13 @@ class RunsScreen(BertuiScreen):
     CSS_PATH = "runs.tcss"
     OPENED_BY = "show_runs"  # the app action that opens this screen (hidden here)
     TITLE = "Runs"
+
+    @dataclass
+    class Read(Message):
+        """A look at the runs folder, from the reading thread."""
+
+        reading: RunsReading
+
     BINDINGS = [
         Binding("space", "mark", "Mark for curves"),
         Binding("x", "cancel_run", "Cancel run"),
@@ -100,12 +107,6 @@ class RunsScreen(BertuiScreen):
         Binding("d", "delete", "Delete"),
         Binding("f5", "reload", "Reload"),
     ]
-
-    @dataclass
-    class Read(Message):
-        """A look at the runs folder, from the reading thread."""
-
-        reading: RunsReading
 
     def __init__(self) -> None:
         super().__init__()

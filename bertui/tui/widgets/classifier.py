@@ -23,11 +23,12 @@ from textual.message import Message
 from textual.widgets import Input, Static
 from textual.worker import get_current_worker
 
+from bertui.core.verdict import TITLES
 from bertui.tui.format import one_line
 from bertui.tui.themes import theme_color
 
-MODEL_TITLES = {"pretrained": "pre-trained", "probe": "linear probe", "finetuned": "fine-tuned"}
-BAR_WIDTH = 12
+MODEL_TITLES = TITLES  # every arm's short title ("from scratch", "SetFit", …)
+BAR_WIDTH = 12  # at most; narrower when many models share the pane's width
 
 
 def default_predictor(run_path: Path) -> Any:
@@ -189,6 +190,8 @@ class ClassifierPane(Vertical):
         order = [n for n in ("pretrained", "probe", "finetuned") if n in result]
         order += [n for n in result if n not in order]
         reference = result.get("finetuned", {}).get("label")
+        # a label column of 14, then per model a bar, " 0.00" and the padding of 2
+        width = max(4, min(BAR_WIDTH, (self.size.width - 16) // max(1, len(order)) - 7))
         labels: list[str] = []
         for name in order:
             for label in result[name].get("probs", {}):
@@ -213,6 +216,6 @@ class ClassifierPane(Vertical):
             for name in order:
                 p = float(result[name].get("probs", {}).get(label, 0.0))
                 color = theme_color(variables, "model-" + name)
-                row.append(Text.assemble((bar(p), color), f" {p:.2f}"))
+                row.append(Text.assemble((bar(p, width), color), f" {p:.2f}"))
             table.add_row(one_line(label, 14), *row)
         return table
