@@ -18,7 +18,7 @@ from bertui.core.events import BASE_FIELDS, EVENT_FIELDS, RunHistory
 from bertui.core.runs import Run
 from conftest import run_bertui
 
-FIVE = "pretrained,probe,finetuned,scratch,tapt"
+FIVE = "pretrained,probe,finetuned,scratch,tapt,setfit"  # every arm (the name is older)
 
 
 def first_eval_text() -> str:
@@ -30,7 +30,7 @@ def first_eval_text() -> str:
 
 @pytest.fixture(scope="module")
 def five_arm_run(tiny_model, tmp_path_factory):
-    """``bertui train`` of the tiny BERT with five arms, an unlabeled corpus (two new texts,
+    """``bertui train`` of the tiny BERT with all six arms, an unlabeled corpus (two new texts,
     one eval text, a blank line) and a tapt budget of 6 steps."""
     home = tmp_path_factory.mktemp("five-home")
     corpus = tmp_path_factory.mktemp("corpus") / "unlabeled.txt"
@@ -51,6 +51,9 @@ def test_every_arm_reports_and_has_a_prediction_for_every_eval_row(five_arm_run)
             pred = z[f"{arm}.pred"]
             assert pred.shape == labels.shape == (metrics["eval_rows"],), arm
             assert (pred == labels).mean() == pytest.approx(metrics[arm]["accuracy"]), arm
+    pairs = {(c["a"], c["b"]) for c in metrics["comparisons"]}
+    assert len(pairs) == 15 and len(metrics["comparisons"]) == 30  # every pair, both metrics
+    assert metrics["verdict"]
     assert metrics["scratch"]["note"] == "trained from scratch (no pre-training)"
     assert metrics["tapt"]["note"].startswith("task-adaptive pre-training (6 MLM steps")
     for arm in ("scratch", "tapt"):
