@@ -16,6 +16,7 @@ from bertui.core.engine import prepare_data
 from bertui.core.errors import BadInput
 from bertui.core.events import BASE_FIELDS, EVENT_FIELDS, RunHistory
 from bertui.core.runs import Run
+from bertui.core.schema import RunOptions
 from conftest import run_bertui
 
 FIVE = "pretrained,probe,finetuned,scratch,tapt,setfit"  # every arm (the name is older)
@@ -124,7 +125,8 @@ def test_the_scratch_arm_starts_from_seeded_random_weights(tiny_model, tmp_path)
 
     def built(seed: int):
         ctx = SimpleNamespace(source=SimpleNamespace(path=tmp_path / "constant"), config={},
-                              id2label={0: "a", 1: "b", 2: "c"}, hyper=SimpleNamespace(seed=seed))
+                              options=RunOptions(), id2label={0: "a", 1: "b", 2: "c"},
+                              hyper=SimpleNamespace(seed=seed))
         arm = Scratch.__new__(Scratch)
         arm.ctx = ctx
         model = arm.build_model()

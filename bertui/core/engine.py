@@ -148,7 +148,7 @@ def tokenise(ctx: RunContext) -> None:
 def load_model(ctx: RunContext) -> None:
     """The classifier (seeded head), on the device, on the vocabulary the data uses, with the
     learning rate that suits its size where the config sets none."""
-    options = from_config(ctx.config)
+    options = ctx.options
     assert ctx.source.path is not None
     model, loading = models.load_classifier(
         ctx.source.path,

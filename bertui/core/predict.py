@@ -27,6 +27,7 @@ from bertui.core.arms import ARMS
 from bertui.core.arms.retrained import Retrained
 from bertui.core.errors import BadInput
 from bertui.core.runs import HEAD_FILE, PROBE_FILE, Run
+from bertui.core.schema import from_config
 from bertui.core.training import LOW_PRECISION_TOLERANCE
 
 MODEL_NAMES = tuple(ARMS)  # the order the models are shown in
@@ -40,7 +41,7 @@ class RunPredictor:
 
     def __init__(self, run: Run | Path | str, max_length: int | None = None) -> None:
         self.run = run if isinstance(run, Run) else Run.load(Path(run))
-        self.max_length = max_length or int(self.run.config.get("train", {}).get("max_length", 128))
+        self.max_length = max_length or from_config(self.run.config).max_length
         self.base: Any = None
         self.finetuned: Any = None
         self.probe: dict[str, Any] | None = None
@@ -78,9 +79,8 @@ class RunPredictor:
         # split the cores between them rather than oversubscribe.
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
         run = self.run.refresh()
-        mcfg = run.config.get("model", {})
-        trust = bool(mcfg.get("trust_remote_code", False))
-        allow_pickle = bool(mcfg.get("allow_pickle", False))
+        options = from_config(run.config)
+        trust, allow_pickle = options.trust_remote_code, options.allow_pickle
         id2label = {int(k): v for k, v in run.config.get("labels", {}).get("id2label", {}).items()}
         if not id2label:
             raise BadInput(f"run {run.id} has no label map in its config.toml")
@@ -91,7 +91,7 @@ class RunPredictor:
         head_path = run.path / HEAD_FILE
         if head_path.exists():
             source = models.resolve_model(
-                mcfg.get("spec", "default"),
+                options.model,
                 allow_pickle=allow_pickle,
                 trust_remote_code=trust,
                 download=False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -19,6 +20,7 @@ from bertui.core.data import PreparedData
 from bertui.core.models import ModelSource
 from bertui.core.predictions import Prediction
 from bertui.core.runs import Run
+from bertui.core.schema import RunOptions, from_config
 from bertui.core.training import Device, Encoded, Hyper
 from bertui.core.vocab import CompactedModel
 
@@ -91,6 +93,11 @@ class RunContext:
     @property
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in sorted(self.id2label)]
+
+    @cached_property
+    def options(self) -> RunOptions:
+        """The run's options as the schema reads config.toml (defaults where it is silent)."""
+        return from_config(self.config)
 
     @property
     def eval_batch_size(self) -> int:

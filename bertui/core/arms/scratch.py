@@ -31,7 +31,7 @@ class Scratch(Retrained):
         ctx = self.ctx
         assert ctx.source.path is not None
         quiet_transformers()
-        trust = bool(ctx.config.get("model", {}).get("trust_remote_code", False))
+        trust = ctx.options.trust_remote_code
         config = AutoConfig.from_pretrained(
             str(ctx.source.path), num_labels=len(ctx.id2label), trust_remote_code=trust
         )

@@ -187,11 +187,10 @@ def stop_hook(ctl: Any) -> Any:
 def load_body(ctx: Any, path: Path | str | None) -> Any:
     """The model at ``path`` as a sentence-transformers body on the run's device: local files
     only, safetensors unless the run allows pickled weights, the run's max length."""
-    mcfg = ctx.config.get("model", {})
     return sentence_encoder(
         path, device=ctx.device.kind, max_length=ctx.hyper.max_length,
-        trust_remote_code=bool(mcfg.get("trust_remote_code", False)),
-        allow_pickle=bool(mcfg.get("allow_pickle", False)),
+        trust_remote_code=ctx.options.trust_remote_code,
+        allow_pickle=ctx.options.allow_pickle,
     )
 
 

@@ -126,7 +126,6 @@ class Tapt(Retrained):
         from bertui.core import models
 
         ctx = self.ctx
-        mcfg = ctx.config.get("model", {})
         encoder = None
         if not self.resuming:  # else its fine-tune checkpoint holds the adapted weights
             adapted = self.adapt()
@@ -137,8 +136,8 @@ class Tapt(Retrained):
         assert ctx.source.path is not None
         model = models.load_classifier(
             ctx.source.path, id2label=ctx.id2label, seed=ctx.hyper.seed,
-            allow_pickle=bool(mcfg.get("allow_pickle", False)),
-            trust_remote_code=bool(mcfg.get("trust_remote_code", False)),
+            allow_pickle=ctx.options.allow_pickle,
+            trust_remote_code=ctx.options.trust_remote_code,
         )
         if encoder is not None:
             missing, unexpected = model.base_model.load_state_dict(encoder, strict=False)
@@ -166,7 +165,6 @@ class Tapt(Retrained):
         from bertui.core.models import quiet_transformers
 
         ctx = self.ctx
-        mcfg = ctx.config.get("model", {})
         if ctx.tokenizer.mask_token is None:
             raise BadInput("tapt needs a tokenizer with a mask token; this model's has none")
         quiet_transformers()
@@ -174,8 +172,8 @@ class Tapt(Retrained):
         try:
             model, loading = AutoModelForMaskedLM.from_pretrained(
                 str(ctx.source.path), output_loading_info=True, dtype=torch.float32,
-                use_safetensors=None if mcfg.get("allow_pickle") else True,
-                trust_remote_code=bool(mcfg.get("trust_remote_code", False)),
+                use_safetensors=None if ctx.options.allow_pickle else True,
+                trust_remote_code=ctx.options.trust_remote_code,
             )
         except ValueError as exc:  # a model type with no masked-LM class
             raise BadInput(f"tapt: this model has no masked-LM form ({exc})") from None
