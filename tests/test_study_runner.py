@@ -184,6 +184,39 @@ def test_a_study_runs_its_grid_and_summarises_it(tiny_model, bertui_home):
     assert not list_studies(bertui_home) and not list_runs(bertui_home)
 
 
+def test_the_pretrained_arm_is_measured_once_per_seed(tiny_model, bertui_home):
+    """The seed's second run reads the pre-trained arm back (and the random state it left):
+    its pre-trained and fine-tuned numbers are those of a standalone run with the same seed
+    and rows, to the last bit."""
+    proc = run_bertui("study", "--model", str(tiny_model), "--dataset", "demo",
+                      "--budgets", "16,32", "--seeds", "1", "--arms", "pretrained,finetuned",
+                      "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet",
+                      home=bertui_home, timeout=STUDY_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    (study,) = list_studies(bertui_home)
+    cells = study_runs(bertui_home, study)
+    first, second = cells[0, "16"][0], cells[0, "32"][0]
+    assert "pre-trained arm shared by the study" not in first.log_path.read_text()
+    assert "pre-trained arm shared by the study" in second.log_path.read_text()
+    assert (study.path / "shared" / "pretrained_seed0.npz").is_file()
+    alone, alone_dir = train_tiny(tiny_model, bertui_home, "--budget", "32", "--seed", "0",
+                                  "--data-seed", "0", "--arms", "pretrained,finetuned",
+                                  "--batch-size", "8", "--max-length", "32")
+    _, mine = read_predictions(second.predictions_path)
+    _, theirs = read_predictions(alone_dir / PREDICTIONS_FILE)
+    for arm in ("pretrained", "finetuned"):
+        assert alone[arm]["accuracy"] == second.metrics()[arm]["accuracy"]
+        assert np.array_equal(mine[arm].probs, theirs[arm].probs), arm
+    # and a run whose random state before the arm is another one measures it itself
+    from bertui.core.shared import load_pretrained
+
+    with np.load(study.path / "shared" / "pretrained_seed0.npz") as z:
+        labels, before = z["eval_labels"], z["rng_before"]
+    assert load_pretrained(study.path / "shared" / "pretrained_seed0.npz", labels, before)
+    assert load_pretrained(study.path / "shared" / "pretrained_seed0.npz", labels,
+                           before[::-1].copy()) is None
+
+
 def wait_study(home: Path, study_id: str, timeout: float = STUDY_TIMEOUT) -> Study:
     study = Study.load(home / "studies" / study_id)
 

@@ -1,5 +1,5 @@
-"""Work that a study's runs share: the linear probe's frozen features, computed once per study
-rather than once per run.
+"""Work that a study's runs share, done once per study rather than once per run: the linear
+probe's frozen features, and the pre-trained arm of each seed.
 
 The probe's features (the frozen pre-trained encoder's mean-pooled last hidden states) depend on
 neither the seed nor the budget: only on the model, the max length and the text. A run of a
@@ -18,6 +18,15 @@ It is replaced whole (a temp file, then ``os.replace``) by one run at a time (a 
 runs one after another); a file that does not load or does not match is ignored and rewritten.
 A run outside a study computes its features as before.
 
+The pre-trained arm's answer depends on the seed (its head is seeded) but not on the budget, so
+the first run of a seed keeps it in ``shared/pretrained_seed<S>.npz`` (predicted ids and
+probabilities, the eval labels, and the random-number state before and after the arm) and the
+seed's other runs read it back. Measuring it draws random numbers (each pass of a DataLoader
+draws its base seed), so a run that reads it back also sets the generator to the state the arm
+left behind: the fine-tune then starts from the same random state as in a standalone run and
+ends with the same numbers. It is only read back when the generator's state before the arm is
+the one recorded (the same seed, the same draws before); otherwise the arm runs as usual.
+
 A row's features are the same numbers whichever run computes them, up to the last bits of
 float rounding (a row is batched with other rows, padded to another length); the tests check
 that a study's probe predicts as a standalone run with the same seed and rows does.
@@ -31,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 FEATURES_FILE = "probe_features.npz"
+PRETRAINED_FILE = "pretrained_seed{seed}.npz"
 
 
 def shared_folder(config: dict[str, Any]) -> Path | None:
@@ -103,3 +113,47 @@ def save_features(path: Path, arrays: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def pretrained_prediction(ctx: Any, measure: Callable[[], Any]) -> Any:
+    """The pre-trained arm's ``Prediction`` of a run (a ``RunContext``): ``measure()``
+    computes it; in a study, the seed's first run keeps it and the others read it back (see
+    the module's docstring)."""
+    import numpy as np
+    import torch
+
+    from bertui.core.predictions import Prediction
+
+    folder = shared_folder(ctx.config)
+    if folder is None:
+        return measure()
+    path = folder / PRETRAINED_FILE.format(seed=int(ctx.hyper.seed))
+    labels = np.asarray(ctx.evaluation.labels, dtype=np.int64)
+    before = torch.get_rng_state().numpy().copy()
+    kept = load_pretrained(path, labels, before)
+    if kept is not None:
+        torch.set_rng_state(torch.from_numpy(kept["rng_after"].copy()))
+        ctx.rec.log("pre-trained arm shared by the study: read back from this seed's first run")
+        return Prediction(kept["pred"], kept["probs"])
+    prediction = measure()
+    save_features(path, {"pred": prediction.pred, "probs": prediction.probs,
+                         "eval_labels": labels, "rng_before": before,
+                         "rng_after": torch.get_rng_state().numpy().copy()})
+    return prediction
+
+
+def load_pretrained(path: Path, eval_labels: Any, rng_before: Any) -> dict[str, Any] | None:
+    """The kept pre-trained arm, or None when there is none, it does not load, or it is of
+    another eval split or another random state."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("pred", "probs", "eval_labels", "rng_before",
+                                        "rng_after")}
+    except (OSError, KeyError, ValueError):
+        return None
+    same = (np.array_equal(arrays["eval_labels"], eval_labels)
+            and np.array_equal(arrays["rng_before"], rng_before)
+            and len(arrays["pred"]) == len(eval_labels))
+    return arrays if same else None

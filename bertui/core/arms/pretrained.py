@@ -28,10 +28,16 @@ class Pretrained(Arm):
         return missing | {key[0] for key in loading.get("mismatched_keys", [])}
 
     def predict(self) -> Prediction:
+        from bertui.core.shared import pretrained_prediction
+
+        self.precision = self.ctx.baseline_device()
+        return pretrained_prediction(self.ctx, self.measure)
+
+    def measure(self) -> Prediction:
+        """Through the Trainer's ``predict``, in the baseline's precision."""
         import numpy as np
 
         trainer = self.ctx.trainer
-        self.precision = self.ctx.baseline_device()
         out = predict_in(trainer, self.precision.precision != "fp32")
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
         logits = in_eval_order(trainer, np.asarray(logits), np.asarray(out.label_ids))
