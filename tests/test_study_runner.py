@@ -210,11 +210,13 @@ def test_the_pretrained_arm_is_measured_once_per_seed(tiny_model, bertui_home):
     # and a run whose random state before the arm is another one measures it itself
     from bertui.core.shared import load_pretrained
 
-    with np.load(study.path / "shared" / "pretrained_seed0.npz") as z:
-        labels, before = z["eval_labels"], z["rng_before"]
-    assert load_pretrained(study.path / "shared" / "pretrained_seed0.npz", labels, before)
-    assert load_pretrained(study.path / "shared" / "pretrained_seed0.npz", labels,
-                           before[::-1].copy()) is None
+    kept = study.path / "shared" / "pretrained_seed0.npz"
+    with np.load(kept) as z:
+        labels, before, precision = z["eval_labels"], z["rng_before"], str(z["precision"])
+    assert load_pretrained(kept, labels, before, precision)
+    assert load_pretrained(kept, labels, before[::-1].copy(), precision) is None
+    other = "fp32" if precision != "fp32" else "bf16"
+    assert load_pretrained(kept, labels, before, other) is None  # resumed on another machine
 
 
 def wait_study(home: Path, study_id: str, timeout: float = STUDY_TIMEOUT) -> Study:

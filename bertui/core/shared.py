@@ -13,6 +13,7 @@ the new rows in. The file::
     eval         float32 (n, H)  the eval split's features, in eval order
     eval_labels  int64 (n,)      the eval split's label ids (a check that it is the same split)
     pool_rows    int64 ()        the train pool's size (the same check for the pool)
+    precision    str ()          the precision the features were computed in (bf16, fp32)
 
 It is replaced whole (a temp file, then ``os.replace``) by one run at a time (a study runs its
 runs one after another); a file that does not load or does not match is ignored and rewritten.
@@ -60,7 +61,8 @@ def probe_features(ctx: Any, forward: Callable[[Any], Any]) -> tuple[Any, Any]:
         return forward(ctx.evaluation), forward(ctx.train)
     pool_rows = int(ctx.prepared.report.get("train_pool_rows", len(ctx.prepared.train)))
     labels = np.asarray(ctx.evaluation.labels, dtype=np.int64)
-    cache = load_features(folder / FEATURES_FILE, labels, pool_rows)
+    precision = ctx.baseline_device().precision
+    cache = load_features(folder / FEATURES_FILE, labels, pool_rows, precision)
     rows = np.asarray(index, dtype=np.int64)
     eval_features = cache["eval"] if cache else forward(ctx.evaluation)
     known = cache["pool_index"] if cache else np.zeros(0, dtype=np.int64)
@@ -74,7 +76,8 @@ def probe_features(ctx: Any, forward: Callable[[Any], Any]) -> tuple[Any, Any]:
     if new is not None or not cache:
         save_features(folder / FEATURES_FILE, {
             "pool_index": merged_index, "train": merged, "eval": eval_features,
-            "eval_labels": labels, "pool_rows": np.int64(pool_rows)})
+            "eval_labels": labels, "pool_rows": np.int64(pool_rows),
+            "precision": np.asarray(precision)})
     ctx.rec.log(f"probe features shared by the study: computed {len(missing)} of {len(rows)} "
                 f"train rows{'' if cache else ' and the eval rows'}, the rest looked up")
     return eval_features, merged[np.searchsorted(merged_index, rows)]
@@ -88,18 +91,19 @@ def subset(encoded: Any, positions: Any) -> Any:
                    [encoded.labels[i] for i in positions])
 
 
-def load_features(path: Path, eval_labels: Any, pool_rows: int) -> dict[str, Any] | None:
+def load_features(path: Path, eval_labels: Any, pool_rows: int,
+                  precision: str = "fp32") -> dict[str, Any] | None:
     """The shared file's arrays, or None when there is none, it does not load, or it is of
-    another eval split or train pool."""
+    another eval split, train pool or precision (a study resumed on another machine)."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("pool_index", "train", "eval", "eval_labels",
-                                        "pool_rows")}
+                                        "pool_rows", "precision")}
     except (OSError, KeyError, ValueError):
         return None
-    same = (int(arrays["pool_rows"]) == pool_rows
+    same = (int(arrays["pool_rows"]) == pool_rows and str(arrays["precision"]) == precision
             and np.array_equal(arrays["eval_labels"], eval_labels)
             and len(arrays["train"]) == len(arrays["pool_index"]))
     return arrays if same else None
@@ -130,7 +134,8 @@ def pretrained_prediction(ctx: Any, measure: Callable[[], Any]) -> Any:
     path = folder / PRETRAINED_FILE.format(seed=int(ctx.hyper.seed))
     labels = np.asarray(ctx.evaluation.labels, dtype=np.int64)
     before = torch.get_rng_state().numpy().copy()
-    kept = load_pretrained(path, labels, before)
+    precision = ctx.baseline_device().precision
+    kept = load_pretrained(path, labels, before, precision)
     if kept is not None:
         torch.set_rng_state(torch.from_numpy(kept["rng_after"].copy()))
         ctx.rec.log("pre-trained arm shared by the study: read back from this seed's first run")
@@ -138,22 +143,24 @@ def pretrained_prediction(ctx: Any, measure: Callable[[], Any]) -> Any:
     prediction = measure()
     save_features(path, {"pred": prediction.pred, "probs": prediction.probs,
                          "eval_labels": labels, "rng_before": before,
-                         "rng_after": torch.get_rng_state().numpy().copy()})
+                         "rng_after": torch.get_rng_state().numpy().copy(),
+                         "precision": np.asarray(precision)})
     return prediction
 
 
-def load_pretrained(path: Path, eval_labels: Any, rng_before: Any) -> dict[str, Any] | None:
+def load_pretrained(path: Path, eval_labels: Any, rng_before: Any,
+                    precision: str = "fp32") -> dict[str, Any] | None:
     """The kept pre-trained arm, or None when there is none, it does not load, or it is of
-    another eval split or another random state."""
+    another eval split, random state or precision."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("pred", "probs", "eval_labels", "rng_before",
-                                        "rng_after")}
+                                        "rng_after", "precision")}
     except (OSError, KeyError, ValueError):
         return None
-    same = (np.array_equal(arrays["eval_labels"], eval_labels)
+    same = (str(arrays["precision"]) == precision and np.array_equal(arrays["eval_labels"], eval_labels)
             and np.array_equal(arrays["rng_before"], rng_before)
             and len(arrays["pred"]) == len(eval_labels))
     return arrays if same else None
