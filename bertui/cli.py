@@ -96,6 +96,7 @@ def build_parser() -> Parser:
 
     t = sub.add_parser("train", help="start a fine-tuning run (and follow it)")
     add_run_flags(t)
+    add_executor_flags(t)
     t.add_argument("--detach", action="store_true", help="print the run id and return at once")
     t.add_argument("--json", action="store_true", help="print metrics.json at the end")
     t.add_argument("--quiet", action="store_true", help="no progress display")
@@ -111,12 +112,14 @@ def build_parser() -> Parser:
     for name, text in (
         ("cancel", "stop a run (or a study) at its next step (checkpoint saved)"),
         ("resume", "continue a cancelled or lost run (or study) from its last checkpoint"),
-        ("show", "open the terminal app on a run"),
+        ("show", "open the terminal app on a run (or a study)"),
         ("delete", "delete a run directory (or a study and its runs)"),
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("run")
         if name == "resume":
+            c.add_argument("--nproc", type=int, default=None, metavar="N",
+                           help="processes for this start (torchrun; default: the run's own)")
             c.add_argument("--detach", action="store_true")
             c.add_argument("--json", action="store_true")
             c.add_argument("--quiet", action="store_true")
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not argv:
             return open_app(None)  # the terminal app: no parser to build (start-up time)
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(glue_slurm_args(argv))
         return dispatch(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
@@ -179,16 +182,62 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def open_app(run_ref: str | None) -> int:
-    from bertui.core.runs import list_runs
-    from bertui.tui.app import make_app
+    import gc
 
-    list_runs()  # a runs folder that cannot be read: one line here, not a failing app
-    app = make_app(show_run=run_ref)
-    app.run()
+    # No garbage collection until the first frame is on the terminal (the app turns it back
+    # on): start-up allocates a lot and frees little, and a full collection over Textual's
+    # objects was ~40 ms of CPU before the first screen.
+    gc.disable()
+    try:
+        from bertui.core.runs import list_runs
+        from bertui.tui.app import make_app
+
+        list_runs()  # a runs folder that cannot be read: one line here, not a failing app
+        app = make_app(show_run=run_ref)
+        app.run()
+    finally:
+        gc.enable()
     return int(getattr(app, "return_code", 0) or 0)
 
 
 # --- commands ---------------------------------------------------------------------------------
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--slurm-args``: where the run's worker (a study's runs) run."""
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="where the worker runs: a detached process here (local, the "
+                             "default) or a Slurm batch job (slurm: sbatch, on a shared "
+                             "filesystem)")
+    parser.add_argument("--slurm-args", default=None, metavar="ARGS",
+                        help='sbatch options for each job, one string: "--partition gpu '
+                             '--gres gpu:1 --time 2:00:00" (with --executor slurm)')
+
+
+def glue_slurm_args(argv: list[str]) -> list[str]:
+    """``--slurm-args --exclusive`` as ``--slurm-args=--exclusive``: argparse takes a lone
+    value that starts with a dash for an option of its own."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--slurm-args" and out and out[-1] == "--slurm-args":
+            out[-1] = f"--slurm-args={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def executor_of(args: argparse.Namespace) -> Any:
+    """The ``Executor`` the flags name; with slurm, ``sbatch --test-only`` has accepted its
+    options first (a refusal is one line, and nothing is queued or written)."""
+    from bertui.core.launch import Executor
+
+    if args.slurm_args and args.executor != "slurm":
+        raise UsageError("bertui: --slurm-args needs --executor slurm")
+    if args.executor == "slurm":
+        from bertui.core.slurm import check_submission
+
+        check_submission(args.slurm_args)
+    return Executor(args.executor, args.slurm_args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,10 +246,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bertui.core.schema import options_from_flags, validate_options
 
     options = options_from_flags(vars(args))
+    if args.executor == "slurm" and options.nnodes > 1 and not options.rdzv_endpoint:
+        import dataclasses
+
+        from bertui.core.slurm import RDZV_PORT
+
+        # A multi-node Slurm job meets at its own first node (bertui.core.slurm): no address
+        # to give here; this one only stands for it in config.toml.
+        options = dataclasses.replace(options, rdzv_endpoint=f"slurm-first-node:{RDZV_PORT}")
     validate_options(options)  # cheap checks before anything slow (the arms after --no-probe)
+    executor = executor_of(args)
     go_offline_if_unreachable()
     config = build_config(options)
-    run = start_run(config)
+    run = start_run(config, executor=executor)
     if args.detach:
         print(run.id)
         return EXIT_OK
@@ -211,13 +269,15 @@ def follow(run: Any, *, as_json: bool = False, quiet: bool = False) -> int:
     """Follow a run until it ends: one live progress line on stderr; Ctrl-C cancels the run."""
     from bertui.core.events import EventReader, RunHistory
     from bertui.core.launch import cancel_run
+    from bertui.core.slurm import reconcile
 
     reader, history = EventReader(run.events_path), RunHistory()
     tty = sys.stderr.isatty()
     show = not quiet
     if show:
-        print(f"run {run.id}  (folder {run.path})", file=sys.stderr)
-    last_line, last_print = "", 0.0
+        job = f", Slurm job {run.status['job_id']}" if run.status.get("job_id") else ""
+        print(f"run {run.id}  (folder {run.path}{job})", file=sys.stderr)
+    last_line, last_print, last_asked = "", 0.0, time.monotonic()
     try:
         while True:
             for event in reader.read_new():
@@ -226,6 +286,9 @@ def follow(run: Any, *, as_json: bool = False, quiet: bool = False) -> int:
                 if note:
                     print(f"\r{_clear(tty)}{note}", file=sys.stderr)
             state = run.refresh().state
+            if run.status.get("state") in ("queued", "running") and (
+                    state == "lost" or time.monotonic() - last_asked > 5):
+                state, last_asked = reconcile(run).state, time.monotonic()  # a Slurm job's end
             if show:
                 line = progress_line(history)
                 now = time.time()
@@ -316,7 +379,8 @@ def finish_report(run: Any, state: str, *, as_json: bool, quiet: bool) -> int:
         )
     elif state == "lost":
         print(
-            f"bertui: run {run.id} lost (its worker died); 'bertui resume {run.id}' continues it",
+            f"bertui: run {run.id} lost ({error or 'its worker died'}); 'bertui resume {run.id}' "
+            "continues it",
             file=sys.stderr,
         )
     if as_json and metrics:
@@ -362,8 +426,11 @@ def cost_text(cost: dict[str, Any]) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from bertui.core.runs import list_runs
+    from bertui.core.slurm import reconcile_all
 
-    rows = [run.summary() for run in list_runs()]
+    runs = list_runs()
+    reconcile_all(runs)  # a Slurm job that ended before its worker could say so
+    rows = [run.summary() for run in runs]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -433,7 +500,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     study = study_of(args.run)
     if study is not None:
         return resume_study_cmd(study, args)
-    run = resume_run(find_run(args.run))
+    if args.nproc is not None and args.nproc < 1:
+        from bertui.core.errors import BadInput
+
+        raise BadInput(f"--nproc must be ≥ 1 (got {args.nproc})", field="nproc")
+    run = resume_run(find_run(args.run), nproc=args.nproc)
     if args.detach:
         print(run.id)
         return EXIT_OK
@@ -443,6 +514,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from bertui.core.runs import find_run
 
+    study = study_of(args.run)  # a study opens on its Study screen
+    if study is not None:
+        return open_app(str(study.path))
     run = find_run(args.run)  # a bad id is a one-line error before any screen opens
     return open_app(str(run.path))  # the path: the run may live outside the bertui home
 
@@ -494,6 +568,10 @@ def add_study_parsers(sub: Any) -> None:
                         f"(default {DEFAULT_BUDGETS})")
     s.add_argument("--seeds", type=whole_number, default=3,
                    help="how many seeds, from --seed on (default 3)")
+    add_executor_flags(s)
+    s.add_argument("--parallel", type=whole_number, default=None, metavar="N",
+                   help="runs at once (default: one a free GPU, one on a CPU; with --executor "
+                        "slurm, every run is submitted at once)")
     s.add_argument("--detach", action="store_true", help="print the study id and return at once")
     s.add_argument("--json", action="store_true", help="print summary.json at the end")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -511,8 +589,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     validate_options(options)
     budgets = parse_budgets(args.budgets)
     seeds = seeds_of(args.seeds, options.seed)
+    if args.parallel is not None and args.parallel < 1:
+        raise UsageError("bertui study: --parallel must be a whole number ≥ 1")
+    executor = executor_of(args)
     go_offline_if_unreachable()
-    study = start_study(study_config(options, budgets, seeds))
+    config = study_config(options, budgets, seeds)
+    config["executor"] = {"kind": executor.kind, "slurm_args": executor.slurm_args,
+                          "parallel": args.parallel}
+    study = start_study(config)
     if args.detach:
         print(study.id)
         return EXIT_OK

@@ -11,6 +11,13 @@ status.json and the traceback in worker.log. Two daemon threads run beside the w
 heartbeat (status.json every ``HEARTBEAT_SECONDS``) and, in a loop of its own, the telemetry
 sampler, so that a sample that raises or hangs never stops the heartbeat.
 
+Under torchrun (``bertui train --nproc N``, see ``bertui.core.distributed``) every rank runs
+this process; rank 0 alone holds the lock and records, and the telemetry covers the run's GPUs.
+The ranks join the process group first and exchange their pids (status.json's ``ranks``). The
+stop is their common decision at every step's end. A SIGTERM without ``bertui cancel``'s
+request file while a rank here is dead is torchrun stopping the survivors: the run ends
+``failed``, naming the dead rank. A cancelled rank exits 0 (status.json says cancelled).
+
 Test only: with ``BERTUI_TEST_PAUSE_AT_STEP=N`` in its environment, the worker pauses at the
 end of training step N (before anything is saved at that step), writes ``paused_at_step: N``
 to status.json, and waits for a signal: SIGTERM then cancels at exactly step N (its checkpoint
@@ -33,6 +40,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bertui.core import distributed as dist
 from bertui.core.errors import BadInput
 from bertui.core.events import ESSENTIAL_TYPES, append_event, make_event
 from bertui.core.process import WORKER_MODULE, lock_run
@@ -48,6 +56,10 @@ from bertui.core.schema import from_config
 from bertui.core.telemetry import Periodic, Sampler
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class RankLost(Exception):
+    """A rank of a torchrun run died: the others stop (``str``: the line naming it)."""
 
 
 class Recorder:
@@ -102,13 +114,16 @@ class Worker:
         self.run = Run.load(run_dir)
         if not self.run.config:
             raise SystemExit(f"bertui.worker: {run_dir} has no readable config.toml")
-        rank = int(os.environ.get("RANK", "0"))
         options = from_config(self.run.config)
-        self.rec = Recorder(self.run, enabled=rank == 0, events=options.monitor_events)
-        self.telemetry_on = options.monitor_telemetry
+        self.rec = Recorder(self.run, enabled=dist.is_main(), events=options.monitor_events)
+        self.telemetry_on = options.monitor_telemetry and dist.is_main()
         self.resume = resume
         self.stop_requested = False
         self.training = False
+        self.ending = False  # the end is being recorded: a late signal changes nothing
+        self.ranks: list[dict[str, Any]] = []  # a torchrun run's ranks (dist.setup)
+        self.dead: list[dict[str, Any]] = []  # the ranks found dead when a signal came
+        self.gpu_uuids: list[str] | None = None  # the run's GPUs (run_gpus), once known
         self.pause_at = pause_step_from_env()
         self.go_on = False  # SIGUSR1 during a test pause
         self.background: list[Periodic] = []
@@ -117,6 +132,14 @@ class Worker:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_requested = True
+        if self.ending:
+            return
+        if self.ranks and not dist.cancel_requested(self.run.path):
+            # Not bertui's cancel: torchrun stopping the survivors of a rank that died. Stop
+            # now (no collective would meet), naming it; else it is a cancel like any other.
+            self.dead = dist.dead_ranks(self.ranks, socket.gethostname())
+            if self.dead:
+                raise RankLost(dist.describe_dead(self.dead))
         if not self.training:
             from bertui.core.training import Cancelled
 
@@ -167,10 +190,14 @@ class Worker:
             error=None,
             resumed=self.resume or None,
             paused_at_step=None,
+            ranks=None,  # an earlier start's (join_ranks records this one's)
         )
+        if dist.is_main():
+            dist.clear_cancel(self.run.path)
         self.start_background()
         code = EXIT_FAILED
         try:
+            self.join_ranks()
             code = self.execute()
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a status
             code = self._fail(exc)
@@ -178,14 +205,50 @@ class Worker:
             self.stop_background()
         return code
 
+    def join_ranks(self) -> None:
+        """Under torchrun: join the process group, learn every rank's pid (status.json's
+        ``ranks``, what a cancel signals and what a failure names), and say how the run is
+        spread. Either way, say whether its world size changed since its last start (a
+        resume with another ``--nproc``: the data order then differs)."""
+        before = self.rec.status.get("world_size") or 1
+        if not dist.distributed():
+            self.rec.set(world_size=1, ranks=None, agent_pid=None)
+            size = 1
+        else:
+            self.ranks = dist.setup()
+            size = len(self.ranks)
+            hosts = sorted({r["host"] for r in self.ranks})
+            self.rec.set(world_size=size, ranks=self.ranks, agent_pid=os.getppid())
+            self.rec.log(f"torchrun: {size} processes on {len(hosts)} machine"
+                         f"{'s' if len(hosts) > 1 else ''} (this is rank {dist.rank()})")
+        if self.resume and before != size:
+            self.rec.log(f"the world size changed from {before} to {size} processes since the "
+                         "last start: the data order differs from an uninterrupted run",
+                         "warning")
+
     def start_background(self) -> None:
         """The heartbeat (status.json every HEARTBEAT_SECONDS) and the telemetry sampler, each
         in a daemon thread of its own: a sample that raises or hangs cannot delay a beat."""
         self.background = [Periodic(self.rec.beat, HEARTBEAT_SECONDS, "bertui-heartbeat").start()]
         if self.telemetry_on:
             sampler = Sampler(lambda sample: self.rec.emit("telemetry", **sample),
-                              interval=HEARTBEAT_SECONDS)
+                              interval=HEARTBEAT_SECONDS, gpus=self.run_gpus)
             self.background.append(sampler.start())
+
+    def run_gpus(self) -> tuple[list[str] | None, list[int] | None]:
+        """What the telemetry samples (in its own thread): the GPUs this run uses, by NVML
+        UUID (CUDA_VISIBLE_DEVICES' by index or UUID; under torchrun the first
+        LOCAL_WORLD_SIZE of them, one a rank), and the pids of its ranks here."""
+        if self.gpu_uuids is None:
+            from bertui.core.telemetry import visible_gpus
+
+            visible = visible_gpus()
+            if visible is not None and dist.distributed():
+                visible = visible[: int(os.environ.get("LOCAL_WORLD_SIZE", len(visible)))]
+            self.gpu_uuids = visible
+        host = socket.gethostname()
+        pids = [pid for pid, _ in dist.local_pids(self.ranks, host)] if self.ranks else None
+        return self.gpu_uuids, pids
 
     def stop_background(self) -> None:
         for thread in self.background:
@@ -194,6 +257,14 @@ class Worker:
     def _fail(self, exc: BaseException) -> int:
         from bertui.core.training import Cancelled
 
+        if isinstance(exc, RankLost):
+            return self._end("failed", str(exc), EXIT_FAILED)
+        if self.ranks and not isinstance(exc, BadInput):
+            # A collective that failed (or a signal) because a peer is gone: name it.
+            dead = self.dead or dist.dead_ranks(self.ranks, socket.gethostname())
+            if dead and not dist.cancel_requested(self.run.path):
+                traceback.print_exc()
+                return self._end("failed", dist.describe_dead(dead), EXIT_FAILED)
         if isinstance(exc, (Cancelled, KeyboardInterrupt)):
             return self._end("cancelled", None, EXIT_CANCELLED)
         if isinstance(exc, BadInput):
@@ -205,6 +276,7 @@ class Worker:
     def _end(self, state: str, error: str | None, code: int) -> int:
         # The background threads stop (and are joined) first: run_end is the log's last line
         # and the end state the last status written, never followed by a beat or a sample.
+        self.ending = True
         self.stop_background()
         try:
             self.rec.set(state=state, ended=time.time(), error=error)
@@ -213,6 +285,8 @@ class Worker:
             traceback.print_exc()
         if error:
             print(f"bertui worker: {state}: {error}", file=sys.stderr, flush=True)
+        if state in ("finished", "cancelled"):
+            dist.finish()  # every rank got here: leave the process group together
         return code
 
     # the run ---------------------------------------------------------------------------------
@@ -271,13 +345,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     # One worker a run: rank 0 holds the run's lock until it exits (the kernel drops it then).
     # The wait covers a client that holds it for a moment while it marks the run queued.
-    lock = lock_run(run_dir, wait=5.0) if int(os.environ.get("RANK", "0")) == 0 else -1
+    lock = lock_run(run_dir, wait=5.0) if dist.is_main() else -1
     if lock is None:
         print(f"bertui.worker: run {run_dir.name} already has a worker; this one exits",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return Worker(run_dir, resume=args.resume).main()
+        code = Worker(run_dir, resume=args.resume).main()
+        # Under torchrun a cancel is no failure: a rank's status 130 would have the agent
+        # report "bertui.worker FAILED" (with its traceback) in worker.log. status.json says
+        # cancelled.
+        return 0 if code == EXIT_CANCELLED and dist.distributed() else code
     finally:
         if lock >= 0:  # every write is done: a resume need not wait for the interpreter's exit
             os.close(lock)

@@ -28,12 +28,13 @@ from bertui.core.schema import (
     validate_options,
 )
 from bertui.core.training import Hyper
+from bertui.tui.screens.new_run import STUDY_INPUTS
 
 RECORDED = Path(__file__).resolve().parent / "tui" / "fixtures" / "runs"
 # The options that have a flag and no widget: the form stays as it is (its snapshots), and
 # these are for scripts and measurements (checkpoint pace, overhead, unsafe model files).
 CLI_ONLY = {"checkpoint_minutes", "monitor_events", "monitor_telemetry", "allow_pickle",
-            "trust_remote_code", "budget", "data_seed"}
+            "trust_remote_code", "budget", "data_seed", "nnodes", "node_rank", "rdzv_endpoint"}
 
 
 def parse_train(*flags: str):
@@ -179,6 +180,7 @@ def test_options_go_through_config_toml_and_back(bertui_home):
         "checkpoint_minutes": 0.5, "monitor_events": False, "monitor_telemetry": False,
         "allow_pickle": True, "trust_remote_code": True, "budget": 64, "data_seed": 3,
         "unlabeled": "/data/more.txt", "tapt_steps": 50,
+        "nproc": 4, "nnodes": 2, "node_rank": 1, "rdzv_endpoint": "node0:29400",
     }
     assert set(changed) == {f.name for f in FIELDS}  # a new field: add it here
     options = RunOptions(**changed)
@@ -222,7 +224,8 @@ def test_hyper_reads_every_train_option_with_the_schemas_default():
 
 def test_config_toml_keeps_its_layout():
     config = to_config(RunOptions())
-    assert list(config) == ["name", "arms", "model", "data", "train", "monitor"]
+    assert list(config) == ["name", "arms", "model", "data", "train", "monitor", "launch"]
+    assert config["launch"] == {"nproc": 1, "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None}
     assert config["model"]["spec"] == "default" and config["data"]["train"] == "demo"
     assert config["monitor"] == {"events": True, "telemetry": True}
 
@@ -271,7 +274,8 @@ def test_every_field_has_a_form_widget_holding_its_default(tmp_path, monkeypatch
         assert {f.name for f in FIELDS if f.widget is None} == CLI_ONLY
         assert_widgets_hold_the_defaults(screen)
         labels = {str(label.content) for label in screen.query(".field-label")}
-        assert {f.widget.label for f in FIELDS if f.widget} == labels
+        # every label but the study's own fields (budgets, seeds: not run options) is a field's
+        assert {f.widget.label for f in FIELDS if f.widget} == labels - set(STUDY_INPUTS)
 
     form_test(tmp_path, monkeypatch, check)
 

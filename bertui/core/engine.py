@@ -21,6 +21,7 @@ from typing import Any
 from bertui.core import data as data_mod
 from bertui.core import models
 from bertui.core.arms import ARMS, Arm, Control, FineTuned, Recorder, RunContext
+from bertui.core.distributed import is_main, world_size
 from bertui.core.energy import EnergyMeter, cuda_gpus
 from bertui.core.errors import BadInput
 from bertui.core.predictions import Prediction, read_predictions, write_predictions
@@ -190,7 +191,8 @@ def build_trainer(ctx: RunContext, output_dir: Path | None = None) -> None:
                               len(ctx.train))
     ctx.rec.set(batch_size=args.per_device_train_batch_size)
     gpus = device.count if device.kind == "cuda" else 1
-    ctx.samples_per_step = args.per_device_train_batch_size * max(1, gpus)
+    # The global batch: every GPU's (DataParallel in one process, or DDP under torchrun).
+    ctx.samples_per_step = args.per_device_train_batch_size * max(1, gpus, world_size())
     events = EventsCallback(
         ctx.rec.emit,
         ctx.rec.live,
@@ -350,14 +352,16 @@ def report_arm(ctx: RunContext, arm: Arm, prediction: Prediction, cost: dict[str
     result["title"] = arm.title
     result.update(arm.fields())
     result["cost"] = cost
-    arm.save(prediction)
+    if is_main():  # rank 0 of a torchrun run alone writes (its peers' numbers are the same)
+        arm.save(prediction)
     ctx.metrics[arm.name] = result
     ctx.predictions[arm.name] = prediction
     write_results(ctx)
     if arm.baseline:
         ctx.rec.emit("baseline", 0, name=arm.name, accuracy=result["accuracy"],
                      macro_f1=result["macro_f1"])
-    ctx.rec.log(arm.summary(result))
+    if is_main():
+        ctx.rec.log(arm.summary(result))
 
 
 def write_results(ctx: RunContext) -> None:
@@ -366,6 +370,8 @@ def write_results(ctx: RunContext) -> None:
     them, ``verdict`` what those numbers say."""
     from bertui.core.verdict import verdict
 
+    if not is_main():  # a torchrun rank other than 0: nothing to write, nothing to compare
+        return
     ctx.metrics["arms"] = [n for n in ARMS if reported(ctx, n)]
     ordered = {n: ctx.predictions[n] for n in ARMS if n in ctx.predictions}
     ctx.metrics["comparisons"] = compare_arms(ctx, ordered)

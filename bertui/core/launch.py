@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ def build_config(o: RunOptions) -> dict[str, Any]:
     from bertui.core.engine import prepare_data
 
     validate_options(o)
+    from bertui.core.distributed import check_devices
+
+    check_devices(o)  # --nproc: no more processes than GPUs on a GPU machine
     source = models.resolve_model(
         o.model, allow_pickle=o.allow_pickle, trust_remote_code=o.trust_remote_code, download=False
     )
@@ -74,22 +79,68 @@ def _abs_if_path(spec: str | None) -> str | None:
     return spec
 
 
-def start_run(config: dict[str, Any], home: Path | None = None) -> Run:
-    """Create the run directory and start its detached worker. When the worker cannot be
-    started, the new run directory is removed again and a RunError says why."""
+@dataclass(frozen=True)
+class Executor:
+    """Where a run's worker runs: ``local`` (a detached process here, with ``env`` added to its
+    environment) or ``slurm`` (a batch job, ``sbatch`` with ``slurm_args``: bertui.core.slurm)."""
+
+    kind: str = "local"
+    slurm_args: str | None = None
+    env: Mapping[str, str] | None = None
+    nproc: int | None = None  # torchrun's processes for this start, where not the config's
+    # A warm starter (``bertui.warm.WarmStarter``: ``start(run_dir, resume, env)`` → pid or
+    # None) that forks a one-process run's worker from a process that has imported torch
+    # already; the launcher starts it where there is none or it says None.
+    warm: Any = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, run: Run) -> Executor:
+        """The executor the run last ran on (what a plain ``bertui resume`` uses again)."""
+        if run.status.get("executor") == "slurm":
+            return cls("slurm", run.status.get("slurm_args"))
+        return cls()
+
+
+def start_worker(run: Run, resume: bool, executor: Executor) -> None:
+    """Start the run's worker on ``executor``; a RunError (one line) when it cannot be."""
+    if executor.kind == "slurm":
+        from bertui.core import slurm
+
+        slurm.submit(run, resume, executor.slurm_args, executor.nproc)
+    elif executor.warm is None or not _one_process(run, resume) or executor.warm.start(
+            run.path, resume, executor.env) is None:
+        spawn(run.path, resume=resume, env=executor.env, nproc=executor.nproc)
+
+
+def _one_process(run: Run, resume: bool) -> bool:
+    """Whether the run's worker is one process (not torchrun's ranks)."""
+    from bertui.core.distributed import launch_plan
+
+    return launch_plan(run.path, resume) is None
+
+
+def start_run(config: dict[str, Any], home: Path | None = None,
+              executor: Executor | None = None) -> Run:
+    """Create the run directory and start its worker (a detached process, or a Slurm job).
+    When the worker cannot be started, the new run directory is removed again and a RunError
+    says why."""
     run = create_run(config, home)
     try:
-        spawn(run.path)
+        start_worker(run, False, executor or Executor())
     except RunError as exc:
         _undo_claim(run, None)
         raise RunError(f"{exc}; no run was created") from None
     return run.refresh()
 
 
-def resume_run(run: Run) -> Run:
-    """Continue a cancelled, lost or failed run from its last checkpoint, in the same folder.
-    When the worker cannot be started, the run's status is put back as it was."""
+def resume_run(run: Run, executor: Executor | None = None, nproc: int | None = None) -> Run:
+    """Continue a cancelled, lost or failed run from its last checkpoint, in the same folder,
+    on ``executor`` (by default the one it ran on: a Slurm run is resubmitted). When the
+    worker cannot be started, the run's status is put back as it was."""
     _check_resumable(run)
+    executor = executor or Executor.of(run)
+    if nproc:  # another number of processes than the config's (bertui resume --nproc N)
+        executor = replace(executor, nproc=nproc)
     # Claim the run: under its worker lock (no live worker, however stale its heartbeat looks)
     # and this process's own lock (a double key press), check again and mark it queued, so
     # that a second client reads "queued" and is refused. The worker owns status.json from
@@ -104,10 +155,12 @@ def resume_run(run: Run) -> Run:
             "ended": None,
             "pid": None,
             "heartbeat": time.time(),
+            "job_id": None,  # a Slurm job's id is recorded when it is submitted
+            "executor": None,
         }
         atomic_write_json(run.status_path, status)
     try:
-        spawn(run.path, resume=True)
+        start_worker(run, True, executor)
     except RunError:
         _undo_claim(run, before)
         raise
@@ -149,15 +202,27 @@ def _check_resumable(run: Run) -> None:
 
 
 def cancel_run(run: Run, wait: float = 0.0) -> bool:
-    """Ask the worker to stop at its next step (SIGTERM). With ``wait``, wait that many seconds
-    for it to record the end. Returns True if the run is no longer active."""
-    run.refresh()
-    if not run.is_active:
+    """Ask the worker to stop at its next step (SIGTERM; a Slurm job's is ``scancel``). With
+    ``wait``, wait that many seconds for it to record the end. Returns True if the run is no
+    longer active."""
+    from bertui.core import slurm
+
+    if not slurm.reconcile(run).is_active:
         raise RunError(f"run {run.id} is not running (it is {run.state})")
+    if slurm.is_slurm(run):  # wherever it runs: scancel reaches it
+        return slurm.cancel_run(run, wait)
     if not run.on_this_host:  # a shared runs folder: that pid is some other process here
         raise RunError(f"run {run.id} runs on {run.status.get('host')}; cancel it there")
     pid = run.status.get("pid")
-    if pid:
+    ranks = run.status.get("ranks") or []
+    if ranks:  # torchrun's: the request first, then every rank here (each has its own session)
+        from bertui.core.distributed import local_pids, request_cancel, signal_ranks
+
+        request_cancel(run.path)
+        pids = local_pids(ranks, str(run.status.get("host")))
+        signal_ranks([*pids, *([(int(pid), run.status.get("pid_started"))] if pid and
+                               int(pid) not in dict(pids) else [])])
+    elif pid:
         try:
             os.kill(int(pid), signal.SIGTERM)
         except ProcessLookupError:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,12 +111,15 @@ def worker_command(run_dir: Path, resume: bool = False, module: str = WORKER_MOD
     return [sys.executable, "-m", module, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def spawn(run_dir: Path, resume: bool = False, *, study: bool = False) -> int:
+def spawn(run_dir: Path, resume: bool = False, *, study: bool = False,
+          env: Mapping[str, str] | None = None, nproc: int | None = None) -> int:
     """Start a detached worker for ``run_dir`` (with ``study``: the runner of the study
     directory ``run_dir``) and return its pid; a RunError (one line) when it cannot be
-    started."""
+    started. ``env``: variables set for the worker on top of ours (a study runner pins a run
+    to its GPU with ``CUDA_VISIBLE_DEVICES``). A run of several processes is torchrun's (its
+    pid is the agent's); ``nproc`` overrides the processes its config names (a resume)."""
     cmd = [sys.executable, "-m", LAUNCHER_MODULE, str(run_dir), *(["--resume"] if resume else []),
-           *(["--study"] if study else [])]
+           *(["--study"] if study else []), *(["--nproc", str(nproc)] if nproc else [])]
     try:
         out = subprocess.run(
             cmd,
@@ -126,6 +129,7 @@ def spawn(run_dir: Path, resume: bool = False, *, study: bool = False) -> int:
             start_new_session=True,
             check=False,
             timeout=SPAWN_TIMEOUT_SECONDS,
+            env={**os.environ, **env} if env else None,
         )
     except subprocess.TimeoutExpired:
         reason = f"its launcher did not answer in {SPAWN_TIMEOUT_SECONDS:.0f} s"
@@ -145,7 +149,8 @@ def spawn_study(study_dir: Path, resume: bool = False) -> int:
     return spawn(study_dir, resume, study=True)
 
 
-def launch(run_dir: Path, resume: bool = False, study: bool = False) -> int:
+def launch(run_dir: Path, resume: bool = False, study: bool = False,
+           nproc: int | None = None) -> int:
     """The launcher's work: start the worker (or a study's runner) in a new session with its
     output appended to worker.log (runner.log), print its pid, and return (the process is then
     reparented away from us)."""
@@ -153,6 +158,14 @@ def launch(run_dir: Path, resume: bool = False, study: bool = False) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = worker_command(run_dir, resume, STUDY_RUNNER_MODULE if study else WORKER_MODULE)
+    if not study:  # a run of several processes: torchrun over the worker (core.distributed)
+        from bertui.core.distributed import launch_plan
+
+        plan = launch_plan(run_dir, resume, nproc)
+        if plan is not None:
+            command, extra = plan
+            for key, value in extra.items():
+                env.setdefault(key, value)
     with open(run_dir / (RUNNER_LOG if study else LOG_FILE), "ab", buffering=0) as log:
         proc = subprocess.Popen(
             command,
@@ -176,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--study", action="store_true", help="RUN_DIR is a study's: its runner")
+    parser.add_argument("--nproc", type=int, default=None,
+                        help="processes of this start (default: the run's config)")
     args = parser.parse_args(argv)
     run_dir = args.run_dir.resolve()
     if not (run_dir / (STUDY_FILE if args.study else CONFIG_FILE)).exists():
         print(f"no {'study' if args.study else 'run'} at {run_dir}", file=sys.stderr)
         return 2
-    launch(run_dir, args.resume, args.study)
+    launch(run_dir, args.resume, args.study, args.nproc)
     return 0
 
 

@@ -3,7 +3,8 @@
 A run lives in ``<home>/runs/<run-id>/`` (each name is a constant below: use those)::
 
     config.toml      what to run (written once, by the client that creates the run)
-    status.json      state, pid, host, times, heartbeat, error (atomic replace, worker-owned)
+    status.json      state, pid, host, times, heartbeat, error (atomic replace, worker-owned);
+                     a Slurm job's run also executor, job_id, slurm_args (``slurm``)
     events.jsonl     append-only event log, one JSON object a line (``bertui.core.events``)
     metrics.json     final numbers (atomic replace)
     predictions.npz  eval label ids and every arm's predictions
@@ -232,6 +233,8 @@ class Run:
             if state == "running" and now - beat > STALE_AFTER_SECONDS * 4:
                 return "lost"  # alive but hung for minutes
             return state
+        if state == "queued" and self.status.get("job_id"):
+            return state  # a Slurm job waits in its queue (bertui.core.slurm.reconcile asks)
         grace = QUEUED_GRACE_SECONDS if state == "queued" else STALE_AFTER_SECONDS
         return "lost" if now - beat > grace else state
 

@@ -32,7 +32,7 @@ DEFAULT_ARMS = ("pretrained", "probe", "finetuned")
 # Options that only one arm reads: set without that arm, they are refused.
 ARM_OPTIONS = {"unlabeled": "tapt", "tapt_steps": "tapt"}
 
-SECTIONS = ("model", "data", "train", "monitor")  # config.toml's tables, in this order
+SECTIONS = ("model", "data", "train", "monitor", "launch")  # config.toml's tables, in order
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 AUTO_WORDS = ("", "auto", "all", "none")  # what a form's optional number reads as None
 
@@ -224,6 +224,21 @@ class RunOptions:
         False, "model", help="allow pickled (*.bin) weights, which can run code when loaded")
     trust_remote_code: bool = option(
         False, "model", help="run code from the model repository (only for repositories you trust)")
+    # How the run's worker is started: one process, or torchrun (bertui.core.distributed).
+    nproc: int = option(
+        1, "launch", low=1, high=1024,
+        help="processes for this run (one a GPU): N > 1 trains with torchrun --nproc-per-node N "
+             "(data-parallel; default 1)",
+        widget=Widget("training", "input", "processes", hint="GPUs (torchrun)"))
+    nnodes: int = option(
+        1, "launch", low=1, high=4096,
+        help="machines of a multi-node run (torchrun --nnodes; each runs bertui train with the "
+             "same --rdzv-endpoint and its own --node-rank)")
+    node_rank: int = option(
+        0, "launch", low=0, help="this machine's rank in a multi-node run (0 writes the run)")
+    rdzv_endpoint: str | None = option(
+        None, "launch", max_chars=300, forbidden=" \n", rule="must be HOST:PORT",
+        help="HOST:PORT of the c10d rendezvous of a multi-node run (node 0's address)")
     # fmt: on
 
     @property
@@ -445,6 +460,26 @@ def validate_options(options: RunOptions) -> None:
     missing = missing_extras(options.arms)
     if missing:
         raise FieldError(f"{FIELD['arms'].flag} {missing}", "arms", missing)
+    check_launch(options)
+
+
+def check_launch(options: RunOptions) -> None:
+    """The torchrun options together: a multi-node run names its rendezvous and a node rank
+    below its node count; the setfit arm trains in one process."""
+    problem: tuple[str, str] | None = None
+    endpoint = options.rdzv_endpoint
+    if options.nnodes > 1 and not endpoint:
+        problem = ("rdzv_endpoint", "must be set for a multi-node run (--nnodes > 1): HOST:PORT")
+    elif endpoint and not endpoint.rpartition(":")[2].isdigit():
+        problem = ("rdzv_endpoint", f"must be HOST:PORT (got {endpoint})")
+    elif options.node_rank >= options.nnodes:
+        problem = ("node_rank", f"must be below --nnodes {options.nnodes} "
+                                f"(got {options.node_rank})")
+    elif "setfit" in options.arms and options.nproc * options.nnodes > 1:
+        problem = ("nproc", "must be 1 with the setfit arm (it trains in one process)")
+    if problem:
+        name, reason = problem
+        raise FieldError(f"{FIELD[name].flag} {reason}", name, reason)
 
 
 # The arms that need an optional extra: the modules they import, and the extra that has them.

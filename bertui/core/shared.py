@@ -15,8 +15,10 @@ the new rows in. The file::
     pool_rows    int64 ()        the train pool's size (the same check for the pool)
     precision    str ()          the precision the features were computed in (bf16, fp32)
 
-It is replaced whole (a temp file, then ``os.replace``) by one run at a time (a study runs its
-runs one after another); a file that does not load or does not match is ignored and rewritten.
+It is replaced whole (a temp file, then ``os.replace``), so a reader sees a whole file. Runs
+going at once (``--parallel``) may each compute rows the other has not put in yet; the last
+writer's file wins, and a row it lacks is computed again by a later run (the same numbers, some
+work twice). A file that does not load or does not match is ignored and rewritten.
 A run outside a study computes its features as before.
 
 The pre-trained arm's answer depends on the seed (its head is seeded) but not on the budget, so
@@ -160,7 +162,8 @@ def load_pretrained(path: Path, eval_labels: Any, rng_before: Any,
                                         "rng_after", "precision")}
     except (OSError, KeyError, ValueError):
         return None
-    same = (str(arrays["precision"]) == precision and np.array_equal(arrays["eval_labels"], eval_labels)
+    same = (str(arrays["precision"]) == precision
+            and np.array_equal(arrays["eval_labels"], eval_labels)
             and np.array_equal(arrays["rng_before"], rng_before)
             and len(arrays["pred"]) == len(eval_labels))
     return arrays if same else None

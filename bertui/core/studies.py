@@ -319,13 +319,16 @@ def resume_study(study: Study) -> Study:
 
 
 def cancel_study(study: Study, wait: float = 0.0) -> bool:
-    """Ask the runner to stop (SIGTERM): it cancels the run going now (a checkpoint is saved)
-    and records ``cancelled``. A study whose runner is gone has its live runs cancelled and is
-    marked cancelled. True when nothing of it runs any more."""
+    """Ask the runner to stop (SIGTERM): it cancels the runs going now (a checkpoint is saved;
+    a Slurm job is scancelled) and records ``cancelled``. A study whose runner is gone has its
+    live runs cancelled and is marked cancelled. True when nothing of it runs any more."""
     from bertui.core.launch import cancel_run
+    from bertui.core.slurm import reconcile_all
 
     state = study.refresh().state
-    live = [r for runs in study.runs().values() for r in runs if r.is_active]
+    runs = [r for cell in study.runs().values() for r in cell]
+    reconcile_all(runs)  # a Slurm job that ended unheard of is no live run
+    live = [r for r in runs if r.is_active]
     if state not in ("queued", "running") and not live:
         raise RunError(f"study {study.id} is not running (it is {state})")
     if not study.on_this_host:

@@ -36,24 +36,72 @@ def _nvml() -> Any:
         return pynvml
 
 
-def gpu_samples(pid: int | None = None) -> list[dict[str, Any]]:
-    """Utilisation, memory, temperature and power of each GPU, plus the memory that process
-    ``pid`` (default: this one) holds on it."""
+def _uuid(nv: Any, handle: Any) -> str | None:
+    try:
+        value = nv.nvmlDeviceGetUUID(handle)
+        return value.decode() if isinstance(value, bytes) else str(value)
+    except Exception:
+        return None
+
+
+def visible_gpus(env: str | None = None) -> list[str] | None:
+    """The NVML UUIDs of the GPUs CUDA shows this process, in CUDA's order: those that
+    ``CUDA_VISIBLE_DEVICES`` (or ``env``) names, by index or by (a prefix of) their UUID, up
+    to the first entry CUDA would stop at; every GPU when it is unset. NVML itself ignores
+    that variable. None when NVML is not there."""
+    nv = _nvml()
+    if nv is None:
+        return None
+    try:
+        uuids = [_uuid(nv, nv.nvmlDeviceGetHandleByIndex(i))
+                 for i in range(nv.nvmlDeviceGetCount())]
+    except Exception:
+        return None
+    return choose_visible(uuids, os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env)
+
+
+def choose_visible(uuids: list[str | None], spec: str | None) -> list[str]:
+    """Of the machine's GPUs (their UUIDs in NVML's order), those a ``CUDA_VISIBLE_DEVICES``
+    value ``spec`` shows, in its order (see ``visible_gpus``)."""
+    if spec is None:
+        return [u for u in uuids if u]
+    chosen: list[str] = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if entry.isdigit() and int(entry) < len(uuids):
+            found = uuids[int(entry)]
+        else:
+            matches = [u for u in uuids if u and entry and u.startswith(entry)]
+            found = matches[0] if len(matches) == 1 else None
+        if not found or found in chosen:
+            break  # CUDA stops at the first entry it cannot use
+        chosen.append(found)
+    return chosen
+
+
+def gpu_samples(pid: int | None = None, uuids: list[str] | None = None,
+                pids: list[int] | None = None) -> list[dict[str, Any]]:
+    """Utilisation, memory, temperature and power of each GPU (of those ``uuids`` names, in
+    that order and numbered so, where given: a run's GPUs), plus the memory that process
+    ``pid`` (default: this one), or all of ``pids`` (a run's ranks), hold on it."""
     nv = _nvml()
     if nv is None:
         return []
-    pid = pid or os.getpid()
+    mine = set(pids or [pid or os.getpid()])
     gpus = []
     try:
-        count = nv.nvmlDeviceGetCount()
+        count = len(uuids) if uuids is not None else nv.nvmlDeviceGetCount()
     except Exception:
         return []
     for index in range(count):
         entry: dict[str, Any] = {"index": index}
         try:
-            handle = nv.nvmlDeviceGetHandleByIndex(index)
+            if uuids is not None:
+                handle = nv.nvmlDeviceGetHandleByUUID(uuids[index])
+            else:
+                handle = nv.nvmlDeviceGetHandleByIndex(index)
         except Exception:
             continue
+        entry["uuid"] = uuids[index] if uuids is not None else _uuid(nv, handle)
         for key, read in (
             ("name", lambda h: nv.nvmlDeviceGetName(h)),
             ("util", lambda h: nv.nvmlDeviceGetUtilizationRates(h).gpu),
@@ -68,25 +116,30 @@ def gpu_samples(pid: int | None = None) -> list[dict[str, Any]]:
                 entry[key] = value.decode() if isinstance(value, bytes) else value
             except Exception:
                 entry[key] = None
-        entry["proc_mem"] = _process_gpu_memory(nv, handle, pid)
+        entry["proc_mem"] = _process_gpu_memory(nv, handle, mine)
         gpus.append(entry)
     return gpus
 
 
-def _process_gpu_memory(nv: Any, handle: Any, pid: int) -> int | None:
+def _process_gpu_memory(nv: Any, handle: Any, pids: set[int]) -> int | None:
     try:
         procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
     except Exception:
         return None
+    total: int | None = 0
     for proc in procs:
-        if proc.pid == pid:
+        if proc.pid in pids:
             used = getattr(proc, "usedGpuMemory", None)
-            return int(used) if used is not None else None
-    return 0
+            if used is None:
+                return None
+            total = (total or 0) + int(used)
+    return total
 
 
-def sample(pid: int | None = None) -> dict[str, Any]:
-    """One telemetry reading: CPU %, RAM used/total, the process's RSS, and each GPU."""
+def sample(pid: int | None = None, gpus: list[str] | None = None,
+           pids: list[int] | None = None) -> dict[str, Any]:
+    """One telemetry reading: CPU %, RAM used/total, the process's RSS, and each GPU (those
+    ``gpus`` names by UUID, where given; ``pids``: the processes whose GPU memory counts)."""
     import psutil
 
     vm = psutil.virtual_memory()
@@ -99,7 +152,7 @@ def sample(pid: int | None = None) -> dict[str, Any]:
         "ram_used": vm.total - vm.available,
         "ram_total": vm.total,
         "rss": rss,
-        "gpus": gpu_samples(pid),
+        "gpus": gpu_samples(pid, gpus, pids),
     }
 
 
@@ -135,8 +188,16 @@ class Sampler(Periodic):
     """Calls ``callback(sample())`` every ``interval`` seconds (≥ 1 s) in a daemon thread. A
     sample that raises (a psutil or NVML error) is skipped; it never reaches ``callback``."""
 
-    def __init__(self, callback: Callable[[dict[str, Any]], None], interval: float = 2.0) -> None:
-        super().__init__(lambda: callback(sample()), max(1.0, interval), "bertui-telemetry")
+    def __init__(self, callback: Callable[[dict[str, Any]], None], interval: float = 2.0,
+                 gpus: Callable[[], tuple[list[str] | None, list[int] | None]] | None = None
+                 ) -> None:
+        """``gpus``: what to sample, asked at every tick (a run's GPU UUIDs and its ranks'
+        pids; each None: every GPU, this process)."""
+        def tick() -> None:
+            uuids, pids = gpus() if gpus is not None else (None, None)
+            callback(sample(None, uuids, pids))
+
+        super().__init__(tick, max(1.0, interval), "bertui-telemetry")
 
     def start(self) -> Sampler:
         import psutil

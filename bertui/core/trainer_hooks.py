@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from bertui.core.distributed import any_rank
+
 EPOCH_RNG_FILE = "bertui_epoch_rng.safetensors"
 
 
@@ -102,7 +104,8 @@ class EpochOrder(TrainerCallback):
         # where the next epoch starts.
         rng = _capture_rng() if at_epoch_end(state) else self.epoch_start
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if rng is not None and folder.is_dir():
+        # Under torchrun the world's process zero writes it (the ranks drew alike: one seed).
+        if rng is not None and folder.is_dir() and state.is_world_process_zero:
             from safetensors.torch import save_file
 
             tmp = folder / f".{EPOCH_RNG_FILE}.tmp"
@@ -174,10 +177,18 @@ class EventsCallback(TrainerCallback):
             self._progress(state, now)
         if self.at_step is not None:
             self.at_step(state.global_step, saved=False)
+        # Under torchrun the stop is the ranks' common decision (an all-reduced flag, every
+        # step): a cancel that reached one rank stops them all at this step, where they save
+        # the checkpoint together (a flag on one rank alone would leave the others waiting).
+        # So is a checkpoint that is due by the clock, which each rank reads for itself.
+        due = bool(self.checkpoint_seconds) and now - self.last_save >= self.checkpoint_seconds
+        if args.world_size > 1:
+            stop, due = any_rank(self.ctl.stop_requested, due)
+            self.ctl.stop_requested = self.ctl.stop_requested or stop
         if self.ctl.stop_requested:
             control.should_save = True
             control.should_training_stop = True
-        elif self.checkpoint_seconds and now - self.last_save >= self.checkpoint_seconds:
+        elif due:
             control.should_save = True
         return control
 

@@ -109,7 +109,11 @@ def pick_device(precision: str = "auto", cpu_flags: frozenset[str] | None = None
             reason = "bf16: the GPU supports it" if bf16 else "fp16: the GPU has no bf16"
         else:
             reason = f"{precision}: asked for"
-        return Device("cuda", name, precision, torch.cuda.device_count(), reason=reason)
+        from bertui.core.distributed import world_size
+
+        # Under torchrun a process trains on its own GPU, and the run on world-size GPUs.
+        count = world_size() if world_size() > 1 else torch.cuda.device_count()
+        return Device("cuda", name, precision, count, reason=reason)
     if precision == "fp16":
         raise BadInput(
             "fp16 training needs a CUDA GPU; use --precision fp32 or bf16 on CPU", field="precision"
@@ -395,8 +399,11 @@ def make_training_args(hyper: Hyper, device: Device, output_dir: Path, n_train: 
 
     if hyper.learning_rate is None:
         raise ValueError("make_training_args needs hyper.learning_rate set")
+    from bertui.core.distributed import PROCESS_GROUP_TIMEOUT_SECONDS, world_size
+
     batch = hyper.batch_size or (GPU_BATCH_SIZE if device.kind == "cuda" else CPU_BATCH_SIZE)
-    steps_per_epoch = max(1, math.ceil(n_train / (batch * device.count)))
+    # Under torchrun each process trains one device's share (device.count is the run's GPUs).
+    steps_per_epoch = max(1, math.ceil(n_train / (batch * max(device.count, world_size()))))
     total = max(1, math.ceil(steps_per_epoch * hyper.epochs))
     logging_steps = max(1, total // max(1, hyper.logging_points))
     cuda = device.kind == "cuda"
@@ -428,6 +435,10 @@ def make_training_args(hyper: Hyper, device: Device, output_dir: Path, n_train: 
         auto_find_batch_size=hyper.auto_batch_size,
         torch_compile=hyper.torch_compile,
         use_cpu=device.kind == "cpu",
+        # torchrun: DDP over gloo on CPU (without it each process would train alone), NCCL on
+        # GPU; a collective waits minutes, not torch's 30, for a peer (core.distributed).
+        ddp_backend="gloo" if device.kind == "cpu" and world_size() > 1 else None,
+        ddp_timeout=PROCESS_GROUP_TIMEOUT_SECONDS,
         remove_unused_columns=False,
         save_only_model=False,
     )

@@ -1,5 +1,5 @@
 """The bertui application: builds the App (``make_app``), holds the navigation between the
-screens (New run, Monitor, Compare, Runs; the New run form is kept while other screens are
+screens (New run, Monitor, Compare, Runs, Study; the New run form is kept while other screens are
 looked at), loads the themes and remembers the chosen one.
 
 Start-up imports only Textual and bertui's light modules (no torch, no transformers): the
@@ -8,6 +8,7 @@ first screen is drawn before any model or dataset is read.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,8 +75,18 @@ class BertuiApp(App):
         if wanted not in self.available_themes:
             self.theme_problems.append(f"theme '{wanted}' is not available; using {DEFAULT_THEME}")
             wanted = DEFAULT_THEME
-        self.theme = wanted
+        self._set_first_theme(wanted)
         self._themes_ready = True
+
+    def _set_first_theme(self, name: str) -> None:
+        """The theme to start with, set before any CSS is parsed: what Textual's theme watcher
+        does, without the full re-parse of every stylesheet it schedules (start-up time)."""
+        self.set_reactive(App.theme, name)
+        theme = self.current_theme
+        self.update_classes({f"-theme-{name}": True, "-dark-mode": theme.dark,
+                             "-light-mode": not theme.dark}, update=False)
+        self._refresh_truecolor_filter(self.ansi_theme)
+        self.stylesheet.set_variables(self.get_css_variables())
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         # Our own theme variables, for themes that do not set them (Textual's built-ins).
@@ -94,6 +105,8 @@ class BertuiApp(App):
     def on_mount(self) -> None:
         for problem in self.theme_problems:
             self.notify(problem, title="Theme", severity="warning", timeout=8)
+        if self.show_run and self._show_study(self.show_run):
+            return
         if self.show_run:
             try:
                 run = find_run(self.show_run, self.home)
@@ -124,6 +137,11 @@ class BertuiApp(App):
 
     def _first_frame(self) -> None:
         self._first_frame_shown = True
+        if not gc.isenabled():
+            # The CLI starts the app with garbage collection off (start-up time). What
+            # start-up built lives as long as the app: later collections leave it out.
+            gc.freeze()
+            gc.enable()
         callbacks, self._after_first_frame = self._after_first_frame, []
         for callback in callbacks:
             self.call_later(callback)
@@ -184,6 +202,11 @@ class BertuiApp(App):
             self.install_screen(NewRunScreen(), NEW_RUN_SCREEN)  # installed: kept when left
         self.show(self.get_screen(NEW_RUN_SCREEN))
 
+    def action_new_study(self) -> None:
+        """The New run form with its study switch on (its budgets and seeds shown)."""
+        self.action_new_run()
+        self.get_screen(NEW_RUN_SCREEN).want_study()
+
     def on_new_run_screen_started(self, message: Message) -> None:
         # Bubbled up from the form, after its own handler has opened the new run.
         self.call_later(self._discard_new_run_form)
@@ -204,8 +227,36 @@ class BertuiApp(App):
         if not isinstance(self.screen, RunsScreen):
             self.show(RunsScreen())
 
-    def open_run(self, path: Path, view: str | None = None) -> None:
-        """Monitor (active, failed, …) or Compare (finished) for the run at ``path``."""
+    def _show_study(self, ref: str) -> bool:
+        """Open on the Study screen when ``ref`` names a study (a ``study-`` id or a study's
+        folder, as ``bertui show STUDY`` passes it); False when it names a run."""
+        from bertui.core.studies import ID_PREFIX, STUDY_FILE, match_study
+
+        if not ref.startswith(ID_PREFIX) and not (Path(ref) / STUDY_FILE).is_file():
+            return False
+        try:
+            study = match_study(ref, self.home)
+            if study is None:
+                raise RunError(f"no study '{ref}'")
+        except RunError as exc:
+            self.notify(str(exc), title="No such study", severity="error")
+            self.action_show_runs()
+            return True
+        self.open_study(study.path)
+        return True
+
+    def open_study(self, path: Path) -> None:
+        """The Study screen of the study at ``path`` (its screen module loads now)."""
+        from bertui.tui.screens.study import StudyScreen
+
+        current = self.screen
+        if not (isinstance(current, StudyScreen) and Path(current.study.path) == Path(path)):
+            self.show(StudyScreen(Path(path), self.home))
+
+    def open_run(self, path: Path, view: str | None = None,
+                 back_to: Path | None = None) -> None:
+        """Monitor (active, failed, …) or Compare (finished) for the run at ``path``;
+        ``back_to``: the study whose screen escape on Compare goes back to."""
         from bertui.tui.screens.compare import CompareScreen
         from bertui.tui.screens.monitor import MonitorScreen
 
@@ -217,7 +268,9 @@ class BertuiApp(App):
             Path(current.run.path) == Path(path)
         if view == "compare":
             if not (same and isinstance(current, CompareScreen)):
-                self.show(CompareScreen(run.path))
+                compare = CompareScreen(run.path)
+                compare.back_to = back_to
+                self.show(compare)
         elif not (same and isinstance(current, MonitorScreen)):
             self.show(MonitorScreen(run.path))
 

@@ -19,6 +19,8 @@ class ActionsProvider(Provider):
         app: BertuiApp = self.app  # type: ignore[assignment]
         commands = [
             ("New run", "Pick a model and a dataset, start training", app.action_new_run),
+            ("New study", "Learning curves: runs over label budgets × seeds",
+             app.action_new_study),
             ("Runs", "Every run on this machine", app.action_show_runs),
         ]
         screen = self.screen

@@ -25,6 +25,11 @@ FINISHED_2 = "20260101-093000-5eed02"
 FAILED = "20260102-101500-0ddba1"
 CANCELLED = "20260103-120000-c0ffee"
 FROZEN_NOW = 1767600000.0  # 2026-01-05 08:00 UTC, after every recorded run
+RECORDED_STUDY = FIXTURES / "study"  # a real study (see fixtures/record_study.py)
+
+
+def recorded_study_id() -> str:
+    return next((RECORDED_STUDY / "studies").iterdir()).name
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -57,6 +62,33 @@ def recorded_home(bertui_home) -> Path:
     """A bertui home holding the four recorded runs (see fixtures/make_recorded_runs.py)."""
     shutil.copytree(RECORDED, bertui_home / "runs")
     return bertui_home
+
+
+def copy_study(home: Path) -> Path:
+    """The recorded study (its study folder and its runs) into ``home``; its folder."""
+    for kind in ("studies", "runs"):
+        shutil.copytree(RECORDED_STUDY / kind, home / kind, dirs_exist_ok=True)
+    return home / "studies" / recorded_study_id()
+
+
+@pytest.fixture
+def study_home(bertui_home) -> Path:
+    """A bertui home holding the recorded study and its ten runs."""
+    copy_study(bertui_home)
+    return bertui_home
+
+
+@pytest.fixture
+def snapshot_study_home(monkeypatch) -> Path:
+    """The recorded runs and the recorded study under a fixed path."""
+    import tempfile
+
+    home = Path(tempfile.gettempdir()) / "bertui-snapshot-tests" / "study-home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(RECORDED, home / "runs")
+    copy_study(home)
+    monkeypatch.setenv("BERTUI_HOME", str(home))
+    return home
 
 
 @pytest.fixture

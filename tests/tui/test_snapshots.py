@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Input
 
-from .conftest import CANCELLED, FAILED, FINISHED, FINISHED_2, build_app, settle
+from .conftest import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    FINISHED_2,
+    build_app,
+    recorded_study_id,
+    settle,
+)
 
 SIZE = (120, 40)
 
@@ -139,3 +147,43 @@ def test_delete_confirmation(snap_compare, snapshot_home, config_path):
 def test_too_small(snap_compare, snapshot_home, config_path):
     assert snap_compare(app_for(snapshot_home, config_path, show_run=FINISHED),
                         terminal_size=(70, 20), run_before=settle)
+
+
+# --- studies (the recorded study in fixtures/study) --------------------------------------------
+
+
+def test_study(snap_compare, snapshot_study_home, config_path):
+    assert snap_compare(app_for(snapshot_study_home, config_path, show_run=recorded_study_id()),
+                        terminal_size=SIZE, run_before=settle)
+
+
+def test_study_80x24(snap_compare, snapshot_study_home, config_path):
+    assert snap_compare(app_for(snapshot_study_home, config_path, show_run=recorded_study_id()),
+                        terminal_size=(80, 24), run_before=settle)
+
+
+def test_study_costs(snap_compare, snapshot_study_home, config_path):
+    assert snap_compare(app_for(snapshot_study_home, config_path, show_run=recorded_study_id()),
+                        terminal_size=SIZE, press=["2"], run_before=settle)
+
+
+def test_study_forecast(snap_compare, snapshot_study_home, config_path):
+    assert snap_compare(app_for(snapshot_study_home, config_path, show_run=recorded_study_id()),
+                        terminal_size=SIZE, press=["3"], run_before=settle)
+
+
+def test_runs_with_a_study(snap_compare, snapshot_study_home, config_path):
+    assert snap_compare(app_for(snapshot_study_home, config_path, show_run=FINISHED),
+                        terminal_size=SIZE, press=["ctrl+r"], run_before=settle)
+
+
+def test_new_study_with_an_error(snap_compare, bertui_home, config_path, no_cached_models):
+    async def before(pilot):
+        await settle(pilot)
+        pilot.app.action_new_study()
+        await settle(pilot, 0.6)
+        pilot.app.screen.query_one("#budgets", Input).value = "16,16"
+        await settle(pilot, 0.6)
+
+    assert snap_compare(app_for(bertui_home, config_path), terminal_size=SIZE,
+                        run_before=before)

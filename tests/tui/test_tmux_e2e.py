@@ -124,8 +124,9 @@ def test_new_run_to_compare_and_classifier(terminal, tiny_model):
     # epochs
     t.tab(9)
     t.fill("1", r"epochs\s+1\s")
-    # to the train cap: learning rate, batch size, max length, precision, TAPT steps, train cap
-    t.tab(6)
+    # to the train cap: learning rate, batch size, max length, precision, TAPT steps,
+    # processes, train cap
+    t.tab(7)
     t.fill("64", r"train cap\s+64\s")
     t.tab()
     t.fill("32", r"eval cap\s+32\s")
@@ -153,5 +154,43 @@ def test_new_run_to_compare_and_classifier(terminal, tiny_model):
     assert len(re.findall(r"negative|positive", row)) == 3, screen  # three models answered
     assert "linear probe" in screen and "fine-tuned" in screen
 
+    t.keys("C-q")
+    t.wait_for(r"^\s*$|\$", timeout=20)
+
+
+def test_new_study_to_its_curve(terminal, tiny_model):
+    """A small study started from the app (the palette's "New study"): the tiny model on the
+    demo data, one epoch, budgets 16 and all × 1 seed (the form's arms: pre-trained, probe,
+    fine-tuned); the Study screen follows it and draws its curve."""
+    t = terminal
+    t.wait_for(r"New run")
+    # the default model and the demo data checked (the Start row may be below the fold)
+    t.wait_for(r"bert · 6 layers", timeout=120)
+    t.wait_for(r"360 rows from the bundled demo dataset", timeout=120)
+    t.fill(str(tiny_model), r"bert · 2 layers", tries=3, timeout=30)
+    t.tab(9)  # to epochs (as in the test above)
+    t.fill("1", r"epochs\s+1\s")
+
+    t.keys("C-p")
+    t.wait_for(r"Search for commands", timeout=20)
+    t.type("New study")
+    t.wait_for(r"Learning curves: runs over label budgets", timeout=20)
+    t.keys("Enter")
+    t.wait_for(r"budgets\s+32,128,all", timeout=20)  # the study's fields, budgets focused
+    time.sleep(0.6)  # the focus moves after a refresh (see Terminal.tab)
+    t.fill("16,all", r"budgets\s+16,all\s")
+    t.tab()
+    t.fill("1", r"seeds\s+1\s")
+    screen = t.wait_for(r"ready: Start \(ctrl\+s\) begins the study", timeout=60)
+    assert "problem" not in screen and "Start study" in screen
+
+    t.keys("C-s")
+    t.wait_for(r"Study", timeout=120)
+    screen = t.wait_for(r"✓ finished", timeout=600)
+    assert "runs done 2/2" in screen, screen
+    assert "eval accuracy by labelled examples" in screen
+    assert "fine-tuned" in screen and "linear probe" in screen
+    assert re.search(r"\b16\b.*all=360", screen), screen  # the budget axis
+    assert "Fine-tuning beats the probe:" in screen
     t.keys("C-q")
     t.wait_for(r"^\s*$|\$", timeout=20)

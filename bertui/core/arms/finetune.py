@@ -60,6 +60,8 @@ class FineTuned(Arm):
             precision=ctx.device.precision,
             precision_reason=ctx.device.reason,
             batch_size=args.per_device_train_batch_size,
+            world_size=args.world_size,  # torchrun's processes (1 without it)
+            global_batch_size=ctx.samples_per_step,  # samples a step on all of them
             learning_rate=ctx.hyper.learning_rate,
             resumed_from=str(resume_from) if resume_from else None,
         )
@@ -120,6 +122,8 @@ class FineTuned(Arm):
             "precision": ctx.device.precision,
             "precision_reason": ctx.device.reason,
             "batch_size": ctx.trainer.args.per_device_train_batch_size,
+            "world_size": ctx.trainer.args.world_size,
+            "global_batch_size": ctx.samples_per_step,
             "learning_rate": hyper.learning_rate,
             "epochs": hyper.epochs,
             "n_train": len(ctx.train),

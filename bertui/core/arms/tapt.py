@@ -217,8 +217,11 @@ class Tapt(Retrained):
             last_loss=losses[-1] if losses else None, seconds=round(seconds, 2),
             samples_per_s=round(steps * ctx.samples_per_step / seconds, 2),
         )
-        atomic_write_json(self.folder / MLM_FILE, self.mlm)
-        shutil.rmtree(self.folder / MLM_DIR, ignore_errors=True)
+        from bertui.core.distributed import is_main
+
+        if is_main():  # rank 0 of a torchrun run alone writes
+            atomic_write_json(self.folder / MLM_FILE, self.mlm)
+            shutil.rmtree(self.folder / MLM_DIR, ignore_errors=True)
         return model.cpu()
 
     def mlm_trainer(self, model: Any, texts: list[str], resume_from: Path | None) -> Any:

@@ -108,6 +108,7 @@ class CompareScreen(BertuiScreen):
         self.failed = failed_arms(self.metrics)
         self.sub_title = self.run.name
         self.initial_tab = tab if tab in TABS else "scores"
+        self.back_to: Path | None = None  # the study this run was opened from, if any
 
     @property
     def bertui(self) -> BertuiApp:
@@ -290,6 +291,8 @@ class CompareScreen(BertuiScreen):
     def action_back(self) -> None:
         if isinstance(self.focused, Input):
             self.query_one("#compare-tabs Tabs", Tabs).focus()
+        elif self.back_to is not None:  # opened from a Study screen: back to it
+            self.bertui.open_study(self.back_to)
         else:
             self.bertui.action_show_runs()
 

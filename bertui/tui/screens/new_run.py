@@ -5,6 +5,12 @@ first, so that typing does not start a check per key); each check ends in a mess
 show as one line under the field they are about, and Start stays disabled until all is valid.
 Start builds the run's config (reads the data) in a worker, starts the detached worker process
 and opens the Monitor.
+
+**New study**: the "study" switch above Start turns the form into a study's (the same options
+for every run, plus label budgets and a number of seeds, checked as they are typed with the
+core's ``parse_budgets`` and ``seeds_of``); Start then makes the study (``study_config``, which
+reads the data and checks the budgets against it, and ``start_study``) and opens its Study
+screen.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ if TYPE_CHECKING:
     from bertui.tui.app import BertuiApp
 
 DEBOUNCE_SECONDS = 0.35
+# The study fields' defaults: budgets that fit the demo dataset (360 train rows), so that a
+# study of the defaults starts offline; the seeds are counted from the form's seed.
+STUDY_BUDGETS = "32,128,all"
+STUDY_SEEDS = "2"
+STUDY_INPUTS = ("budgets", "seeds")
 # Option fields whose errors show under another widget (those that share one, and the engine's
 # names for parts of the data).
 FIELD_ALIASES = {
@@ -117,7 +128,9 @@ class NewRunScreen(BertuiScreen):
 
     OPENED_BY = "new_run"  # the app action that opens this screen (hidden here)
     TITLE = "New run"
-    AUTO_FOCUS = "#model"
+    # No focus in the first frame: the model field takes it on the refresh after (focusing it
+    # before the first frame cost ~6 % of the start-up's CPU); from then on, "#model".
+    AUTO_FOCUS = ""
     BINDINGS = [
         Binding("ctrl+s", "start", "Start run"),
     ]
@@ -142,6 +155,7 @@ class NewRunScreen(BertuiScreen):
     @dataclass
     class Started(Message):
         path: Any
+        study: bool = False  # the path is a study's
 
     @dataclass
     class StartFailed(Message):
@@ -159,6 +173,7 @@ class NewRunScreen(BertuiScreen):
         self._columns: dict[str, list[str]] = {}
         self.starting = False
         self.parts_pending: int | None = None  # Deferred parts still to mount (None: not asked)
+        self._study_wanted = False  # switch the study on once the form exists
         self.model_suggester = SpecSuggester(["default"])
         self.dataset_suggester = SpecSuggester(["demo"], files=True)
 
@@ -185,11 +200,22 @@ class NewRunScreen(BertuiScreen):
                                                   suggester=self.dataset_suggester)
 
     def _start_area(self) -> ComposeResult:
-        from textual.widgets import Button
+        from textual.widgets import Button, Checkbox
 
         with Horizontal(id="start-row"):
             yield Button("Start run", id="start", variant="primary", disabled=True)
+            yield Checkbox("a study (budgets × seeds)", False, id="study", classes="toggle",
+                           tooltip="a study: one run per label budget and seed, the same "
+                                   "options for each; the Study screen draws accuracy "
+                                   "against labelled examples")
             yield Static("checking…", id="start-status")
+        with Vertical(id="study-options"):
+            yield from self._field("budgets", "budgets", Input(
+                STUDY_BUDGETS, id="budgets", compact=True, placeholder="e.g. 32,128,512,all"),
+                hint="labelled examples per run, or all")
+            yield from self._field("seeds", "seeds", Input(STUDY_SEEDS, id="seeds",
+                                                            compact=True),
+                                   hint="runs per budget, seeds from the seed above on")
         yield Static("", id="start-error", classes="field-error")
 
     def _dataset_details(self) -> ComposeResult:
@@ -233,6 +259,9 @@ class NewRunScreen(BertuiScreen):
     def _mount_deferred(self) -> None:
         if not self.is_attached:  # the user left before the first frame was shown
             return
+        self.AUTO_FOCUS = "#model"  # what a resumed screen focuses when nothing has the focus
+        if self.focused is None:
+            self.query_one("#model", Input).focus(scroll_visible=False)
         # The form's parts after the first frame: the dataset's details, training, Start.
         details = Deferred(self._dataset_details, id="data-details")
         rest = (Deferred(self._training, id="train-section", classes="section"),
@@ -256,6 +285,8 @@ class NewRunScreen(BertuiScreen):
             self._check_dataset(debounce=False)
             self._list_models()
             self._check_form()
+            if self._study_wanted:
+                self.want_study()
 
     @property
     def ready(self) -> bool:
@@ -357,6 +388,44 @@ class NewRunScreen(BertuiScreen):
 
     def on_checkbox_changed(self, event: Any) -> None:  # Checkbox.Changed
         self._clear_start_error()
+        if event.checkbox.id == "study":
+            options = self.query_one("#study-options")
+            options.display = bool(event.value)
+            self.query_one("#start").label = "Start study" if event.value else "Start run"
+            self._check_form()
+            if event.value:  # the study's fields into view (once laid out)
+                self.set_timer(0.05, lambda: options.scroll_visible(animate=False))
+
+    def want_study(self) -> None:
+        """Switch the study on and go to its budgets (once the form exists)."""
+        self._study_wanted = not self.ready
+        if self.ready:
+            self.query_one("#study").value = True
+            self.call_after_refresh(self.query_one("#budgets", Input).focus, scroll_visible=False)
+
+    @property
+    def study_mode(self) -> bool:
+        """The study switch is on (and the form has it)."""
+        found = self.query("#study")
+        return bool(found and found.first().value)
+
+    def study_grid(self) -> tuple[list[Any], list[int]]:
+        """The budgets and seeds the study fields say; BadInput (one line, with ``.field``)
+        for a bad one. The seeds count from the form's seed."""
+        from bertui.core.study import check_budgets, parse_budgets, seeds_of
+
+        budgets = parse_budgets(self.query_one("#budgets", Input).value)
+        counts = (self.dataset_info or {}).get("label_counts") or {}
+        if counts:  # the number of classes is known: a budget too small for it is said now
+            check_budgets(budgets, 10**12, len(counts))
+        text = self.query_one("#seeds", Input).value.strip()
+        try:
+            count = int(text.replace("_", ""))
+        except ValueError:
+            raise BadInput(f"--seeds must be a whole number ≥ 1 (got '{text}')",
+                           field="seeds") from None
+        first = self.options().seed
+        return budgets, seeds_of(count, first)
 
     def on_select_changed(self, event: Any) -> None:  # Select.Changed
         self._clear_start_error()
@@ -436,6 +505,8 @@ class NewRunScreen(BertuiScreen):
             table.add_column(column, key=column)
         for row in info.get("preview") or []:
             table.add_row(*(one_line(str(row.get(c, "")), 44) for c in shown))
+        if self.study_mode:  # the number of classes is known now: the budgets are checked
+            self._check_form()
         self._update_start()
 
     def _show_dataset_info(self, info: dict[str, Any], spec: str) -> None:
@@ -479,7 +550,7 @@ class NewRunScreen(BertuiScreen):
     @on(Input.Changed)
     def _any_input(self, event: Input.Changed) -> None:
         self._clear_start_error()
-        if event.input.id in SCHEMA_INPUTS:
+        if event.input.id in SCHEMA_INPUTS or event.input.id in STUDY_INPUTS:
             self._check_form()
             # the info's eval line follows; a failed or running dataset check is left alone
             if event.input.id in ("eval", "holdout") and self.dataset_ok and self.dataset_info:
@@ -511,6 +582,8 @@ class NewRunScreen(BertuiScreen):
         self.form_errors = {}
         try:
             validate_options(self.options())
+            if self.study_mode:
+                self.study_grid()
         except Exception as exc:
             field = getattr(exc, "field", None) or "start"
             field = FIELD_ALIASES.get(field, field)
@@ -551,15 +624,20 @@ class NewRunScreen(BertuiScreen):
         button = self.query_one("#start")
         status = self.query_one("#start-status", Static)
         button.disabled = self.starting or not self.valid
+        what = "study" if self.study_mode else "run"
         if self.starting:
-            status.update("starting the run (reading the data)…")
+            status.update(f"starting the {what} (reading the data)…")
         elif self.model_ok is None or self.dataset_ok is None:
             status.update("checking…")
         elif not self.valid:
             problems = (not self.model_ok) + (not self.dataset_ok) + len(self.form_errors)
-            status.update(f"{problems} problem{'s' if problems > 1 else ''} to fix above")
+            where = "below" if problems == len(set(self.form_errors) & set(STUDY_INPUTS)) \
+                else "above"
+            status.update(f"{problems} problem{'s' if problems > 1 else ''} to fix {where}")
         else:
-            status.update("ready: Start (ctrl+s) begins training in the background")
+            status.update("ready: Start (ctrl+s) begins the study in the background"
+                          if self.study_mode else
+                          "ready: Start (ctrl+s) begins training in the background")
         can_start = not button.disabled
         if can_start != getattr(self, "_can_start", None):
             # Only when ctrl+s comes or goes: each refresh recomposes the footer (costly
@@ -583,17 +661,24 @@ class NewRunScreen(BertuiScreen):
             return
         try:
             options = self.options()
+            grid = self.study_grid() if self.study_mode else None
         except BadInput as exc:
             field = exc.field or "start"
-            self._set_error(FIELD_ALIASES.get(field, field), str(exc))
+            self._set_error(FIELD_ALIASES.get(field, field), user_message(str(exc)))
             return
         self.starting = True
         self._update_start()
-        self._start_worker(options)
+        self._start_worker(options, grid)
 
     @work(thread=True, exclusive=True, group="start", exit_on_error=False)
-    def _start_worker(self, options: Any) -> None:
+    def _start_worker(self, options: Any, grid: tuple[list[Any], list[int]] | None) -> None:
         try:
+            if grid is not None:
+                from bertui.core.studies import start_study, study_config
+
+                study = start_study(study_config(options, *grid), self.bertui.home)
+                self.post_message(self.Started(study.path, study=True))
+                return
             from bertui.core.launch import build_config, start_run
 
             run = start_run(build_config(options), self.bertui.home)
@@ -606,7 +691,10 @@ class NewRunScreen(BertuiScreen):
 
     def on_new_run_screen_started(self, message: Started) -> None:
         self.starting = False
-        self.bertui.open_run(message.path, view="monitor")
+        if message.study:
+            self.bertui.open_study(message.path)
+        else:
+            self.bertui.open_run(message.path, view="monitor")
 
     def on_new_run_screen_start_failed(self, message: StartFailed) -> None:
         self.starting = False
@@ -614,7 +702,8 @@ class NewRunScreen(BertuiScreen):
         self._set_error(field, message.error)
         self._start_error = (field, message.error)
         self._update_start()
-        self.notify(message.error, title="Cannot start the run", severity="error")
+        what = "study" if self.study_mode else "run"
+        self.notify(message.error, title=f"Cannot start the {what}", severity="error")
 
     def action_defaults(self) -> None:
         """Put every field back to its default (the columns back to inferred: the dataset is

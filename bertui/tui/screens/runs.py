@@ -1,5 +1,7 @@
 """Runs: every run under the bertui home (also those started by ``bertui train``) in a table;
-open, resume, delete, and mark two finished runs to overlay their eval curves.
+open, resume, delete, and mark two finished runs to overlay their eval curves. A study is a
+row of its own with its runs indented under it; enter on it opens its Study screen, and
+cancel, resume and delete act on the whole study.
 
 The table is re-read every few seconds in a thread worker (listing the folder, reading each
 run's files, asking psutil whether its worker lives), one read at a time, and the result comes
@@ -24,6 +26,7 @@ from textual.widgets import DataTable, Static
 from bertui.core.events import EventReader
 from bertui.core.launch import delete_run
 from bertui.core.runs import ACTIVE_STATES, RESUMABLE_STATES, Run, RunError, list_runs
+from bertui.core.studies import ID_PREFIX, Study, list_studies
 from bertui.tui.format import duration, one_line, percent, rate, short_timestamp
 from bertui.tui.screens.base import BertuiScreen
 from bertui.tui.screens.confirm import ConfirmModal
@@ -69,6 +72,7 @@ class RunsReading:
     rows: list[tuple[Run, Summary]] | None
     error: str = ""
     curves: list[tuple[OverlayCurves, list[dict[str, Any]]]] = field(default_factory=list)
+    studies: list[tuple[Study, Summary]] = field(default_factory=list)
 
 
 def read_runs(home: Path | None, overlay: list[OverlayCurves]) -> RunsReading:
@@ -77,8 +81,37 @@ def read_runs(home: Path | None, overlay: list[OverlayCurves]) -> RunsReading:
         runs = list_runs(home)
     except RunError as exc:  # the runs folder went away or lost its permissions
         return RunsReading(None, str(exc))
+    try:
+        studies = [(study, study.summary()) for study in list_studies(home)]
+    except OSError:
+        studies = []
     return RunsReading([(run, run.summary()) for run in runs], "",
-                       [(curves, curves.reader.read_new()) for curves in overlay])
+                       [(curves, curves.reader.read_new()) for curves in overlay], studies)
+
+
+def study_of_run(run: Run) -> str | None:
+    tag = run.config.get("study")
+    return str(tag.get("id")) if isinstance(tag, dict) and tag.get("id") else None
+
+
+def table_order(run_ids: list[str], runs: dict[str, Run], study_ids: list[str]) -> list[str]:
+    """The table's rows, newest first: each study followed by its runs (in their order),
+    the runs of no (listed) study on their own."""
+    members: dict[str, list[str]] = {sid: [] for sid in study_ids}
+    alone = []
+    for run_id in run_ids:
+        sid = study_of_run(runs[run_id])
+        if sid in members:
+            members[sid].append(run_id)
+        else:
+            alone.append(run_id)
+    tops = sorted([*study_ids, *alone], key=lambda key: key.removeprefix(ID_PREFIX),
+                  reverse=True)
+    out = []
+    for key in tops:
+        out.append(key)
+        out.extend(sorted(members.get(key, [])))
+    return out
 
 
 class RunsTable(DataTable):
@@ -112,6 +145,8 @@ class RunsScreen(BertuiScreen):
         super().__init__()
         self.runs: dict[str, Run] = {}
         self.summaries: dict[str, Summary] = {}
+        self.studies: dict[str, Study] = {}
+        self.study_summaries: dict[str, Summary] = {}
         self.marked: list[str] = []
         self.curves: dict[str, OverlayCurves] = {}  # the marked runs'
         self.reads = 0  # looks at the runs folder shown so far (tests read it)
@@ -178,14 +213,18 @@ class RunsScreen(BertuiScreen):
             curves.add(events)
         self.runs = {run.id: run for run, _ in reading.rows}
         self.summaries = {run.id: summary for run, summary in reading.rows}
+        self.studies = {study.id: study for study, _ in reading.studies}
+        self.study_summaries = {study.id: summary for study, summary in reading.studies}
         self.marked = [m for m in self.marked if m in self.runs]
         self._show()
 
     def _show(self, force: bool = False) -> None:
         """Show the runs last read; keep the cursor on the same run."""
         table = self.query_one(RunsTable)
-        current = self.highlighted
-        rows = [(run_id, self._cells(run_id)) for run_id in self.runs]
+        current = self._highlighted_key()
+        order = table_order(list(self.runs), self.runs, list(self.studies))
+        rows = [(key, self._study_cells(key) if key in self.studies else self._cells(key))
+                for key in order]
         existing = [str(key.value) for key in table.rows]
         if existing == [key for key, _ in rows] and not force:
             for key, cells in rows:
@@ -196,12 +235,12 @@ class RunsScreen(BertuiScreen):
             table.clear()
             for key, cells in rows:
                 table.add_row(*cells, key=key)
-            if current and current.id in self.runs:
-                table.move_cursor(row=table.get_row_index(current.id))
+            if current and current in order:
+                table.move_cursor(row=table.get_row_index(current))
         empty = self.query_one("#runs-empty", Static)
-        empty.display = not self.runs
+        empty.display = not rows
         empty.update(f"No runs yet under {self.bertui.runs_folder}. "
-                     "Press ctrl+n to start one." if not self.runs else "")
+                     "Press ctrl+n to start one." if not rows else "")
         self._update_overlay()
         self.refresh_bindings()
 
@@ -213,6 +252,8 @@ class RunsScreen(BertuiScreen):
             f"{percent(before)} → {percent(after)}"
         state_text = Text(state, style=state_style(self.app.theme_variables, state))
         mark = "✓ " if run_id in self.marked else "  "
+        if study_of_run(self.runs[run_id]) in self.studies:
+            mark += "└ "
         return [
             mark + one_line(summary["name"], 24),
             state_text,
@@ -224,8 +265,28 @@ class RunsScreen(BertuiScreen):
             short_timestamp(summary["created"]),
         ]
 
-    @property
-    def highlighted(self) -> Run | None:
+    def _study_cells(self, study_id: str) -> list[Any]:
+        summary = self.study_summaries[study_id]
+        state = summary["status"]
+        state_text = Text(state, style=state_style(self.app.theme_variables, state))
+        status = self.studies[study_id].status
+        started = status.get("started") or status.get("created")
+        took = None
+        if started:
+            end = status.get("ended") or status.get("heartbeat") or started
+            took = float(end) - float(started)
+        return [
+            "▾ " + one_line(f"study {summary['name']}", 24),
+            state_text,
+            one_line(summary["model"] or "—", 24),
+            one_line(summary["dataset"] or "—", 24),
+            f"{summary['runs_finished']}/{summary['runs_total']} runs",
+            duration(took),
+            "",
+            short_timestamp(summary["created"]),
+        ]
+
+    def _highlighted_key(self) -> str | None:
         table = self.query_one(RunsTable)
         if not table.row_count:
             return None
@@ -233,7 +294,17 @@ class RunsScreen(BertuiScreen):
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         except Exception:
             return None
-        return self.runs.get(str(key.value))
+        return str(key.value)
+
+    @property
+    def highlighted(self) -> Run | None:
+        key = self._highlighted_key()
+        return None if key is None else self.runs.get(key)
+
+    @property
+    def highlighted_study(self) -> Study | None:
+        key = self._highlighted_key()
+        return None if key is None else self.studies.get(key)
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self) -> None:
@@ -241,7 +312,11 @@ class RunsScreen(BertuiScreen):
 
     @on(DataTable.RowSelected, "#runs-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
-        run = self.runs.get(str(event.row_key.value))
+        key = str(event.row_key.value)
+        if key in self.studies:
+            self.bertui.open_study(self.studies[key].path)
+            return
+        run = self.runs.get(key)
         if run is not None:
             self.bertui.open_run(run.path)
 
@@ -254,6 +329,11 @@ class RunsScreen(BertuiScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         run = self.highlighted if self.is_mounted else None
         state = self.state_of(run)
+        study = self.highlighted_study if self.is_mounted else None
+        if study is not None:
+            state = self.study_summaries.get(study.id, {}).get("status")
+            if action == "mark":
+                return False
         if action == "resume":
             return state in RESUMABLE_STATES
         if action == "cancel_run":
@@ -281,11 +361,19 @@ class RunsScreen(BertuiScreen):
             self.reload()
 
     def action_cancel_run(self) -> None:
+        study = self.highlighted_study
+        if study is not None:
+            self._ask_study(study, "cancel")
+            return
         run = self.highlighted
         if run is not None and self.state_of(run) in ACTIVE_STATES:
             self.bertui.cancel_run(run)
 
     def action_resume(self) -> None:
+        study = self.highlighted_study
+        if study is not None:
+            self._study_action(study, "resume")
+            return
         run = self.highlighted
         if run is not None and self.state_of(run) in RESUMABLE_STATES:
             self._resume(run)
@@ -303,6 +391,10 @@ class RunsScreen(BertuiScreen):
         self.app.call_from_thread(self.bertui.open_run, resumed.path)
 
     def action_delete(self) -> None:
+        study = self.highlighted_study
+        if study is not None:
+            self._ask_study(study, "delete")
+            return
         run = self.highlighted
         if run is None:
             return
@@ -330,6 +422,41 @@ class RunsScreen(BertuiScreen):
     def _deleted(self, run: Run) -> None:
         self.notify(f"deleted {run.name}")
         self.reload()
+
+    # --- studies ------------------------------------------------------------------------------
+
+    def _ask_study(self, study: Study, what: str) -> None:
+        question = {
+            "cancel": f"Cancel study {study.name}? The run going now keeps its checkpoint, so "
+                      "the study can be resumed.",
+            "delete": f"Delete study {study.name} ({study.id}) and all its runs? This cannot "
+                      "be undone.",
+        }[what]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._study_action(study, what)
+
+        self.app.push_screen(ConfirmModal(question, f"{what.capitalize()} study"), answered)
+
+    @work(thread=True, group="study-action", exit_on_error=False)
+    def _study_action(self, study: Study, what: str) -> None:
+        from bertui.core.studies import cancel_study, delete_study, resume_study
+
+        try:
+            if what == "cancel":
+                cancel_study(study)
+            elif what == "resume":
+                resume_study(study)
+            else:
+                delete_study(study)
+        except (RunError, OSError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), title=f"Cannot {what} the study",
+                                      severity="error")
+            return
+        done = {"cancel": "cancelling", "resume": "resumed", "delete": "deleted"}[what]
+        self.app.call_from_thread(self.notify, f"{done} study {study.name}")
+        self.app.call_from_thread(self.reload)
 
     # --- curve overlay ------------------------------------------------------------------------
 
