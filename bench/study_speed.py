@@ -11,8 +11,10 @@ Runs, on the same model, data and options:
 and prints the wall time of each, the ratio study/separate (issue 13's target: at most 0.8),
 and every run's accuracies side by side (they must be identical: the shared work is the same
 arithmetic). Every process is a child of this one, so the two share the machine as equals;
-nothing else should run meanwhile. ``--order`` chooses which goes first (default: separate,
-so that the study does not profit from a warmer page cache).
+nothing else should run meanwhile. ``--rounds N`` repeats both, alternating which goes first
+(this VM's speed drifts: compare within a round), and prints each round's ratio and the
+ratio of the totals; each side's seconds before training (start-up, data, baselines) and in
+it show where the difference comes from. ``--keep DIR`` keeps the run folders.
 
     python bench/study_speed.py                                  # reviews, 64,256,1024 × 2 seeds
     python bench/study_speed.py --train T.tsv --eval D.tsv --text-col sentence \\
@@ -45,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--arms", default="probe,finetuned")
     p.add_argument("--epochs", type=float, help="default: bertui's")
-    p.add_argument("--order", choices=("separate-first", "study-first"), default="separate-first")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--keep", type=Path, help="keep the runs' folders here")
     p.add_argument("--extra", default="", help="more `bertui train` flags, for both sides")
     return p.parse_args(argv)
 
@@ -106,31 +109,58 @@ def run_separate(a: argparse.Namespace, home: Path) -> float:
     return time.perf_counter() - t0
 
 
+def split_seconds(home: Path) -> tuple[float, float]:
+    """(seconds before training, seconds from training on) summed over the side's runs, from
+    their status.json and the run_start event."""
+    before = after = 0.0
+    for run_dir in (home / "runs").iterdir():
+        status = json.loads((run_dir / "status.json").read_text())
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
+                  if line.strip()]
+        start = next(e["time"] for e in events if e["type"] == "run_start")
+        before += start - status["started"]
+        after += status["ended"] - start
+    return before, after
+
+
+def one_round(a: argparse.Namespace, root: Path, index: int) -> dict:
+    homes = {side: root / f"round{index}" / side for side in ("study", "separate")}
+    sides = {"study": run_study, "separate": run_separate}
+    order = ("separate", "study") if index % 2 == 0 else ("study", "separate")
+    wall = {}
+    for side in order:
+        wall[side] = sides[side](a, homes[side])
+        before, after = split_seconds(homes[side])
+        print(f"round {index + 1}, {side}: {wall[side]:.1f} s (runs: {before:.1f} s before "
+              f"training, {after:.1f} s from training on)", file=sys.stderr, flush=True)
+    got = {side: results(homes[side]) for side in sides}
+    cells = sorted(set(got["study"]) | set(got["separate"]))
+    rows = [{"seed": s, "budget": b, "study": got["study"].get((s, b)),
+             "separate": got["separate"].get((s, b))} for s, b in cells]
+    return {"wall": wall, "rows": rows, "ratio": wall["study"] / wall["separate"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bertui-study-speed-") as tmp:
-        homes = {"study": Path(tmp) / "study", "separate": Path(tmp) / "separate"}
-        sides = {"study": run_study, "separate": run_separate}
-        order = ("separate", "study") if a.order == "separate-first" else ("study", "separate")
-        wall = {}
-        for side in order:
-            wall[side] = sides[side](a, homes[side])
-            print(f"{side}: {wall[side]:.1f} s", file=sys.stderr, flush=True)
-        got = {side: results(homes[side]) for side in sides}
-    cells = sorted(set(got["study"]) | set(got["separate"]), key=lambda c: (c[0], c[1]))
-    rows = [{"seed": s, "budget": b, "study": got["study"].get((s, b)),
-             "separate": got["separate"].get((s, b))} for s, b in cells]
-    identical = all(r["study"] == r["separate"] for r in rows)
+        root = a.keep or Path(tmp)
+        rounds = [one_round(a, root, i) for i in range(a.rounds)]
+    rows = rounds[-1]["rows"]
+    identical = all(r["study"] == r["separate"] for rnd in rounds for r in rnd["rows"])
     for r in rows:
         mark = "same" if r["study"] == r["separate"] else "DIFFERENT"
         print(f"seed {r['seed']} budget {r['budget']:>5}: study {r['study']}  "
               f"separate {r['separate']}  {mark}", file=sys.stderr)
-    ratio = wall["study"] / wall["separate"]
-    print(f"study {wall['study']:.1f} s / separate {wall['separate']:.1f} s = {ratio:.2f}x "
-          f"(target <= 0.80); accuracies {'identical' if identical else 'DIFFER'} run for run",
-          file=sys.stderr)
-    print(json.dumps({"study_seconds": round(wall["study"], 1),
-                      "separate_seconds": round(wall["separate"], 1), "ratio": round(ratio, 3),
+    study = sum(r["wall"]["study"] for r in rounds)
+    separate = sum(r["wall"]["separate"] for r in rounds)
+    ratio = study / separate
+    per_round = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
+    print(f"study {study:.1f} s / separate {separate:.1f} s = {ratio:.2f}x over {len(rounds)} "
+          f"round(s) (each: {per_round}; target <= 0.80); accuracies "
+          f"{'identical' if identical else 'DIFFER'} run for run", file=sys.stderr)
+    print(json.dumps({"study_seconds": round(study, 1), "separate_seconds": round(separate, 1),
+                      "ratio": round(ratio, 3), "round_ratios": [round(r["ratio"], 3)
+                                                                 for r in rounds],
                       "identical_accuracies": identical, "runs": rows, "budgets": a.budgets,
                       "seeds": a.seeds, "arms": a.arms}))
     return 0 if identical else 1

@@ -34,7 +34,8 @@ RECORDED = Path(__file__).resolve().parent / "tui" / "fixtures" / "runs"
 # The options that have a flag and no widget: the form stays as it is (its snapshots), and
 # these are for scripts and measurements (checkpoint pace, overhead, unsafe model files).
 CLI_ONLY = {"checkpoint_minutes", "monitor_events", "monitor_telemetry", "allow_pickle",
-            "trust_remote_code", "budget", "data_seed", "nnodes", "node_rank", "rdzv_endpoint"}
+            "trust_remote_code", "budget", "data_seed", "epoch_eval", "nnodes", "node_rank",
+            "rdzv_endpoint"}
 
 
 def parse_train(*flags: str):

@@ -184,6 +184,22 @@ def test_a_study_runs_its_grid_and_summarises_it(tiny_model, bertui_home):
     assert not list_studies(bertui_home) and not list_runs(bertui_home)
 
 
+def test_a_run_without_epoch_evaluations_ends_with_the_same_model(tiny_model, bertui_home):
+    """--no-epoch-eval (what a study's runs do) skips the evaluations between epochs but
+    replays their random draws: three epochs end with the same model, to the last bit."""
+    flags = ("--epochs", "3", "--arms", "probe,finetuned", "--batch-size", "8",
+             "--max-length", "32")
+    with_evals, evaluated = train_tiny(tiny_model, bertui_home, *flags)
+    without, skipped = train_tiny(tiny_model, bertui_home, *flags, "--no-epoch-eval")
+    _, mine = read_predictions(skipped / PREDICTIONS_FILE)
+    _, theirs = read_predictions(evaluated / PREDICTIONS_FILE)
+    assert np.array_equal(mine["finetuned"].probs, theirs["finetuned"].probs)
+    assert without["finetuned"]["accuracy"] == with_evals["finetuned"]["accuracy"]
+    evals = [e for e in read_events(evaluated / EVENTS_FILE) if e["type"] == "eval"]
+    assert len(evals) == 3 and not [e for e in read_events(skipped / EVENTS_FILE)
+                                    if e["type"] == "eval"]
+
+
 def test_the_pretrained_arm_is_measured_once_per_seed(tiny_model, bertui_home):
     """The seed's second run reads the pre-trained arm back (and the random state it left):
     its pre-trained and fine-tuned numbers are those of a standalone run with the same seed

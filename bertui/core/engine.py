@@ -214,6 +214,7 @@ def build_trainer(ctx: RunContext, output_dir: Path | None = None) -> None:
         pad_multiple=8 if device.kind == "cuda" else None,
         pad_id=ctx.pad_id,
     )
+    ctx.trainer.replay_evaluations = not hyper.epoch_eval
     events.trainer = ctx.trainer
 
 

@@ -213,6 +213,11 @@ class RunOptions:
         None, "data", low=0,
         help="seed of the held-out eval split and the row caps (default: --seed; a study "
              "fixes it, so that all its runs have one eval split)")
+    epoch_eval: bool = option(
+        True, "train", flag="--no-epoch-eval",
+        help="evaluate once, at the end, not after every epoch (the same model: the skipped "
+             "evaluations' random draws are replayed; no eval curve while it trains; a "
+             "study's runs do this)")
     checkpoint_minutes: float = option(
         2.0, "train", low=0,
         help="save a checkpoint at least this often (default 2; 0 = each epoch only)")

@@ -207,6 +207,9 @@ def run_config(study: Study, seed: int, budget: Budget) -> dict[str, Any]:
 
     config = copy.deepcopy(study.config.get("run", {}))
     config.setdefault("train", {})["seed"] = seed
+    # A study reads each run's end: the evaluations after each epoch are skipped (their random
+    # draws replayed, so the model is the one a run that evaluates ends with).
+    config["train"]["epoch_eval"] = False
     data = config.setdefault("data", {})
     data["budget"] = budget
     data["data_seed"] = study.config.get("data_seed", 0)

@@ -53,6 +53,7 @@ class Hyper:
     torch_compile: bool = RunOptions.torch_compile
     auto_batch_size: bool = RunOptions.auto_batch_size
     checkpoint_minutes: float = RunOptions.checkpoint_minutes
+    epoch_eval: bool = RunOptions.epoch_eval
     tapt_steps: int | None = RunOptions.tapt_steps
     probe: bool = "probe" in DEFAULT_ARMS  # [train] probe: derived from the arms
     warmup_ratio: float = 0.1
