@@ -31,7 +31,8 @@ BASE_FIELDS = ("v", "type", "time", "step")
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # training is about to start (or start again): what it will do
     "run_start": ("total_steps", "epochs", "n_train", "n_eval", "labels", "device", "precision",
-                  "precision_reason", "batch_size", "learning_rate", "resumed_from", "arm"),
+                  "precision_reason", "batch_size", "learning_rate", "resumed_from", "arm",
+                  "world_size", "global_batch_size"),
     # a resumed worker continues from ``checkpoint`` (None: from the beginning)
     "resume": ("checkpoint", "arm"),
     # the worker entered a phase: loading, tokenizing, an arm (pretrained, probe...), training,
@@ -58,9 +59,9 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "run_end": ("state", "error"),
     # a study's events (studies/<id>/events.jsonl; ``log`` too): its runner started, with
     # ``total`` runs in its grid
-    "study_start": ("total", "resumed"),
+    "study_start": ("total", "resumed", "executor", "parallel", "slots"),
     # the study's run of one cell started: how is started, resumed or "still running"
-    "study_run_start": ("run", "budget", "seed", "how"),
+    "study_run_start": ("run", "budget", "seed", "how", "job", "gpus"),
     # that run ended, in ``state``
     "study_run_end": ("run", "budget", "seed", "state", "error"),
     # summary.json was rewritten: runs finished of total, the crossover budget (or None)
