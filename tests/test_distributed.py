@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_faults import wait_for
 
 from bertui.core.distributed import (
     CANCEL_FILE,
@@ -34,17 +35,6 @@ STEPS = 160 // (8 * 2)  # an epoch of 160 rows at 8 a process on 2 processes
 RUN_TIMEOUT = 240.0
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="torchrun needs POSIX here")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def log_tail(path: Path) -> str:

@@ -99,16 +99,26 @@ def load_features(path: Path, eval_labels: Any, pool_rows: int,
     another eval split, train pool or precision (a study resumed on another machine)."""
     import numpy as np
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("pool_index", "train", "eval", "eval_labels",
-                                        "pool_rows", "precision")}
-    except (OSError, KeyError, ValueError):
+    arrays = load_arrays(path, ("pool_index", "train", "eval", "eval_labels", "pool_rows",
+                                "precision"))
+    if arrays is None:
         return None
     same = (int(arrays["pool_rows"]) == pool_rows and str(arrays["precision"]) == precision
             and np.array_equal(arrays["eval_labels"], eval_labels)
             and len(arrays["train"]) == len(arrays["pool_index"]))
     return arrays if same else None
+
+
+def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """These arrays of a shared ``.npz`` file (no pickle), or None when it is missing, does
+    not load or lacks one of them."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def save_features(path: Path, arrays: dict[str, Any]) -> None:
@@ -156,11 +166,9 @@ def load_pretrained(path: Path, eval_labels: Any, rng_before: Any,
     another eval split, random state or precision."""
     import numpy as np
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("pred", "probs", "eval_labels", "rng_before",
-                                        "rng_after", "precision")}
-    except (OSError, KeyError, ValueError):
+    arrays = load_arrays(path, ("pred", "probs", "eval_labels", "rng_before", "rng_after",
+                                "precision"))
+    if arrays is None:
         return None
     same = (str(arrays["precision"]) == precision
             and np.array_equal(arrays["eval_labels"], eval_labels)
