@@ -222,7 +222,7 @@ def test_a_run_whose_worker_lives_on_is_neither_resumed_nor_deleted(bertui_home,
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume, **_: spawned.append(path))
     # how long a client waits for a worker that is ending
     monkeypatch.setattr("bertui.core.process.WORKER_EXIT_SECONDS", 0.5)
     run = create_run({"name": "hung"})
@@ -249,7 +249,7 @@ def test_two_resumes_at_once_start_one_worker(bertui_home, monkeypatch):
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume, **_: spawned.append(path))
     run = create_run({"name": "twice"})
     atomic_write_json(run.status_path, {"state": "cancelled"})
     barrier = threading.Barrier(2)
@@ -352,7 +352,7 @@ def test_a_resume_during_a_delete_does_not_start_a_worker(bertui_home, monkeypat
     from bertui.core.launch import resume_run
 
     spawned = []
-    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume: spawned.append(path))
+    monkeypatch.setattr("bertui.core.launch.spawn", lambda path, resume, **_: spawned.append(path))
     run = create_run({"name": "going"})
     atomic_write_json(run.status_path, {"state": "cancelled"})
     removing = threading.Event()
