@@ -107,16 +107,17 @@ def start_worker(run: Run, resume: bool, executor: Executor) -> None:
         from bertui.core import slurm
 
         slurm.submit(run, resume, executor.slurm_args, executor.nproc)
-    elif executor.warm is None or not _one_process(run, resume) or executor.warm.start(
-            run.path, resume, executor.env) is None:
+    elif executor.warm is None or not _one_process(run, resume, executor.nproc) or \
+            executor.warm.start(run.path, resume, executor.env) is None:
         spawn(run.path, resume=resume, env=executor.env, nproc=executor.nproc)
 
 
-def _one_process(run: Run, resume: bool) -> bool:
-    """Whether the run's worker is one process (not torchrun's ranks)."""
+def _one_process(run: Run, resume: bool, nproc: int | None) -> bool:
+    """Whether the run's worker is one process (not torchrun's ranks), with the executor's
+    ``nproc`` override as the launcher reads it."""
     from bertui.core.distributed import launch_plan
 
-    return launch_plan(run.path, resume) is None
+    return launch_plan(run.path, resume, nproc) is None
 
 
 def start_run(config: dict[str, Any], home: Path | None = None,
