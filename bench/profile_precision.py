@@ -9,8 +9,10 @@ index runs in every mode on the same batch, in alternating order, so drift of a 
 machine falls on all modes alike. Shares (percent of a mode's profiled step) are robust to
 that drift; absolute times are not.
 
-Modes: ``fp32``, ``bf16``, and either with ``+fast`` (fast dropout) or ``+nodrop`` (every
-dropout off: what dropout costs).
+Modes: ``fp32``, ``bf16``, and either with ``+exact`` (exact dropout: torch's masks from
+bertui's kernel, what a run gets by default on a CPU where it applies), ``+fast`` (fast
+dropout) or ``+nodrop`` (every dropout off: what dropout costs). A mode without ``+exact``
+draws its masks with torch's own ``bernoulli_``.
 
     python bench/profile_precision.py                      # reviews, 30 timed + 6 profiled
     python bench/profile_precision.py --modes fp32,bf16,bf16+fast,bf16+nodrop --steps 40
@@ -119,16 +121,19 @@ class Modes:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.fast: Any = None
+        self.swap: Any = None
+        self.kind: str | None = None
 
     def enter(self, mode: str) -> Any:
         from bertui.core.dropout import FastDropout
 
-        if "+fast" in mode and self.fast is None:
-            self.fast = FastDropout.install(self.model)
-        elif "+fast" not in mode and self.fast is not None:
-            self.fast.undo()
-            self.fast = None
+        kind = "+fast" if "+fast" in mode else "+exact" if "+exact" in mode else None
+        if kind != self.kind:
+            if self.swap is not None:
+                self.swap.undo()
+            self.swap = None if kind is None else FastDropout.install(
+                self.model, exact=kind == "+exact")
+            self.kind = kind
         self.model.train("+nodrop" not in mode)
         return mode.startswith("bf16")
 

@@ -9,6 +9,9 @@ Runs, alternately for several rounds, on the same model, data, epochs, learning 
 * ``tuned``   — ``reference_trainer.py --recipe tuned`` (a careful hand-written Trainer);
 * ``seed``    — ``reference_trainer.py --recipe seed`` (the seed article's recipe);
 * ``bertui-quiet`` (with ``--overhead``) — bertui with events and telemetry off;
+* ``bertui-torch-dropout`` — bertui with torch's own ``bernoulli_`` for the dropout masks
+  (``BERTUI_TORCH_DROPOUT=1``) instead of bertui's kernel that draws the same masks: what the
+  kernel buys (the accuracy and eval loss must be equal);
 * ``bertui-fast-dropout`` (on request) — bertui with ``--fast-dropout`` (another random stream
   than the references' dropout, so another accuracy).
 
@@ -116,10 +119,13 @@ BERTUI_VARIANTS = {
     "bertui-bf16": ["--precision", "bf16"],
     "bertui-quiet": ["--no-events", "--no-telemetry"],
     "bertui-fast-dropout": ["--fast-dropout"],
+    "bertui-torch-dropout": [],
 }
+# ... and the environment they run with
+BERTUI_VARIANT_ENV = {"bertui-torch-dropout": {"BERTUI_TORCH_DROPOUT": "1"}}
 
 
-def run_bertui(a: argparse.Namespace, extra: list[str]) -> dict:
+def run_bertui(a: argparse.Namespace, extra: list[str], env: dict | None = None) -> dict:
     """One ``bertui train`` in a fresh BERTUI_HOME; ``extra`` flags override the defaults."""
     resolve_data(a)
     with tempfile.TemporaryDirectory(prefix="bertui-bench-") as home:
@@ -154,7 +160,8 @@ def run_bertui(a: argparse.Namespace, extra: list[str]) -> dict:
             cmd += ["--max-train-samples", str(a.n_train)]
         cmd += extra
         out = subprocess.run(
-            cmd, capture_output=True, text=True, env={**_env(), "BERTUI_HOME": home}, check=False
+            cmd, capture_output=True, text=True,
+            env={**_env(), "BERTUI_HOME": home, **(env or {})}, check=False,
         )
         if out.returncode != 0:
             raise SystemExit(f"bertui failed:\n{out.stderr[-3000:]}")
@@ -217,7 +224,7 @@ def main() -> int:
         order = recipes if round_ % 2 == 0 else list(reversed(recipes))
         for recipe in order:
             if recipe in BERTUI_VARIANTS:
-                row = run_bertui(a, BERTUI_VARIANTS[recipe])
+                row = run_bertui(a, BERTUI_VARIANTS[recipe], BERTUI_VARIANT_ENV.get(recipe))
             else:
                 row = run_reference(recipe, a, model_dir)
             results[recipe].append(row)

@@ -163,12 +163,14 @@ def load_model(ctx: RunContext) -> None:
     model.to(ctx.device.kind if ctx.device.kind != "cpu" else "cpu")
     compact_vocabulary(ctx)
     hyper = ctx.hyper
-    if hyper.fast_dropout and ctx.device.kind == "cpu":
-        from bertui.core.dropout import FastDropout
+    # On a CPU: torch's dropout masks from bertui's kernel (the same numbers, faster), or fast
+    # dropout where asked for (core.dropout).
+    from bertui.core.dropout import describe_run, for_run
 
-        ctx.fast_dropout = FastDropout.install(model)
-        if ctx.fast_dropout.active:
-            ctx.rec.log(f"fast dropout: {ctx.fast_dropout.describe()}")
+    ctx.fast_dropout = for_run(model, hyper.fast_dropout, ctx.device.kind)
+    line = describe_run(ctx.fast_dropout, ctx.device.kind)
+    if line:
+        ctx.rec.log(line)
     if hyper.learning_rate is None:
         hyper.learning_rate = models.default_learning_rate(
             getattr(model.config, "hidden_size", None)

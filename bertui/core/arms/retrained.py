@@ -92,10 +92,9 @@ class Retrained(Arm):
         if ctx.compacted is not None:  # the splits are in the run's compact ids
             own.compacted = CompactedModel(model, ctx.compacted.vocab)
             own.compacted.shrink()
-        if ctx.hyper.fast_dropout and ctx.device.kind == "cpu":
-            from bertui.core.dropout import FastDropout
+        from bertui.core.dropout import for_run
 
-            own.fast_dropout = FastDropout.install(model)
+        own.fast_dropout = for_run(model, ctx.hyper.fast_dropout, ctx.device.kind)
         build_trainer(own, self.folder / CHECKPOINTS_DIR)
         return own
 
