@@ -233,17 +233,22 @@ def test_a_model_trains_to_the_same_bits(tiny_model, precision):
 
 
 def test_without_the_kernel_nothing_is_swapped(tiny_model, monkeypatch):
-    monkeypatch.setattr(mt19937, "status", lambda: "its kernel is not built (test)")
     model = tiny_classifier(tiny_model)
-    assert for_run(model, False, "cpu") is None
-    assert not any(isinstance(m, ExactDropoutModule) for m in model.modules())
-    assert model.config._attn_implementation == "sdpa"
-    line = describe_run(None, "cpu")
-    assert line == "dropout: torch's bernoulli_ (its kernel is not built (test))"
-    assert for_run(model, False, "cuda") is None and describe_run(None, "cuda") is None
-    fast = for_run(model, True, "cpu")  # fast dropout needs no kernel
-    assert fast is not None and not fast.exact
-    fast.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(mt19937, "status", lambda: "its kernel is not built (test)")
+        assert for_run(model, False, "cpu") is None
+        assert not any(isinstance(m, ExactDropoutModule) for m in model.modules())
+        assert model.config._attn_implementation == "sdpa"
+        line = describe_run(None, "cpu")
+        assert line == "dropout: torch's bernoulli_ (its kernel is not built (test))"
+        assert for_run(model, False, "cuda") is None and describe_run(None, "cuda") is None
+        fast = for_run(model, True, "cpu")  # fast dropout needs no kernel
+        assert fast is not None and not fast.exact
+        fast.undo()
+    # with the kernel back (or not): never under torch.compile, which traces torch's dropout
+    assert for_run(model, False, "cpu", compiled=True) is None
+    line = describe_run(None, "cpu", compiled=True)
+    assert line == "dropout: torch's bernoulli_ (--torch-compile)"
 
 
 @needs_kernel

@@ -264,26 +264,33 @@ def _uses_attention_interface(model: Any) -> bool:
     return module is not None and hasattr(module, "ALL_ATTENTION_FUNCTIONS")
 
 
-def for_run(model: Any, fast: bool, device_kind: str) -> FastDropout | None:
+def for_run(
+    model: Any, fast: bool, device_kind: str, compiled: bool = False
+) -> FastDropout | None:
     """The dropout a run trains ``model`` with on a CPU: fast dropout where it is asked for,
     else exact dropout where the kernel applies (``BERTUI_TORCH_DROPOUT=1`` keeps torch's own,
-    for benchmarks). None where nothing is swapped (a GPU, or torch's masks)."""
+    for benchmarks; so does ``compiled``: torch.compile traces torch's dropout, not a call
+    into a C library). None where nothing is swapped (a GPU, or torch's masks)."""
     if device_kind != "cpu":
         return None
     if fast:
         return FastDropout.install(model)
-    if os.environ.get("BERTUI_TORCH_DROPOUT") == "1":
+    if compiled or os.environ.get("BERTUI_TORCH_DROPOUT") == "1":
         return None
     swap = FastDropout.install(model, exact=True)
     return swap if swap.active else None
 
 
-def describe_run(swap: FastDropout | None, device_kind: str) -> str | None:
+def describe_run(
+    swap: FastDropout | None, device_kind: str, compiled: bool = False
+) -> str | None:
     """The worker.log line that says which dropout a CPU run trains with."""
     if device_kind != "cpu":
         return None
     if swap is not None:
         return f"{'exact' if swap.exact else 'fast'} dropout: {swap.describe()}"
+    if compiled:
+        return "dropout: torch's bernoulli_ (--torch-compile)"
     if os.environ.get("BERTUI_TORCH_DROPOUT") == "1":
         return "dropout: torch's bernoulli_ (BERTUI_TORCH_DROPOUT=1)"
     return f"dropout: torch's bernoulli_ ({mt19937.status() or 'the model has no dropout'})"

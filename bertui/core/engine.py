@@ -167,8 +167,8 @@ def load_model(ctx: RunContext) -> None:
     # dropout where asked for (core.dropout).
     from bertui.core.dropout import describe_run, for_run
 
-    ctx.fast_dropout = for_run(model, hyper.fast_dropout, ctx.device.kind)
-    line = describe_run(ctx.fast_dropout, ctx.device.kind)
+    ctx.fast_dropout = for_run(model, hyper.fast_dropout, ctx.device.kind, hyper.torch_compile)
+    line = describe_run(ctx.fast_dropout, ctx.device.kind, hyper.torch_compile)
     if line:
         ctx.rec.log(line)
     if hyper.learning_rate is None:

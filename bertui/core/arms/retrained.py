@@ -94,7 +94,8 @@ class Retrained(Arm):
             own.compacted.shrink()
         from bertui.core.dropout import for_run
 
-        own.fast_dropout = for_run(model, ctx.hyper.fast_dropout, ctx.device.kind)
+        own.fast_dropout = for_run(model, ctx.hyper.fast_dropout, ctx.device.kind,
+                                   ctx.hyper.torch_compile)
         build_trainer(own, self.folder / CHECKPOINTS_DIR)
         return own
 
