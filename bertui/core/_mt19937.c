@@ -19,9 +19,18 @@
 #define UPPER_MASK 0x80000000U
 #define LOWER_MASK 0x7fffffffU
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* One build for every x86-64 CPU: the compiler makes an AVX-512, an AVX2 and a baseline copy
+ * and the loader picks one (an ifunc, so glibc only). The AVX-512 copy is ~9x faster than the
+ * baseline one, which barely beats torch's loop. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) \
+    && __GNUC__ >= 11
 #define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
+#elif defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef MULTIVERSION
 #define MULTIVERSION
 #endif
 
