@@ -27,7 +27,9 @@ class Terminal:
 
     def __init__(self, command: list[str], env: dict[str, str], size=(120, 40)) -> None:
         self.name = f"bertui-e2e-{uuid.uuid4().hex[:8]}"
-        self.socket = f"bertui-e2e-{os.getpid()}"
+        # A server of its own: close() kills it, and a next test's new-session on a shared
+        # socket could reach that server as it exits ("server exited unexpectedly").
+        self.socket = f"{self.name}-{os.getpid()}"
         exports = " ".join(f"{k}={_quote(v)}" for k, v in env.items())
         program = " ".join(_quote(c) for c in command)
         # COLUMNS/LINES from the test runner would override the terminal's real size
