@@ -21,7 +21,6 @@ from bertui.core.dropout import (
     EXACT_ATTENTION,
     ExactDropoutModule,
     FastDropout,
-    describe_run,
     exact_attention,
     exact_dropout,
     for_run,
@@ -236,18 +235,18 @@ def test_without_the_kernel_nothing_is_swapped(tiny_model, monkeypatch):
     model = tiny_classifier(tiny_model)
     with monkeypatch.context() as patch:
         patch.setattr(mt19937, "status", lambda: "its kernel is not built (test)")
-        assert for_run(model, False, "cpu") is None
+        swap, line = for_run(model, False, "cpu")
+        assert swap is None
         assert not any(isinstance(m, ExactDropoutModule) for m in model.modules())
         assert model.config._attn_implementation == "sdpa"
-        line = describe_run(None, "cpu")
         assert line == "dropout: torch's bernoulli_ (its kernel is not built (test))"
-        assert for_run(model, False, "cuda") is None and describe_run(None, "cuda") is None
-        fast = for_run(model, True, "cpu")  # fast dropout needs no kernel
-        assert fast is not None and not fast.exact
+        assert for_run(model, False, "cuda") == (None, None)
+        fast, line = for_run(model, True, "cpu")  # fast dropout needs no kernel
+        assert fast is not None and not fast.exact and line.startswith("fast dropout: ")
         fast.undo()
     # with the kernel back (or not): never under torch.compile, which traces torch's dropout
-    assert for_run(model, False, "cpu", compiled=True) is None
-    line = describe_run(None, "cpu", compiled=True)
+    swap, line = for_run(model, False, "cpu", compiled=True)
+    assert swap is None
     assert line == "dropout: torch's bernoulli_ (--torch-compile)"
 
 

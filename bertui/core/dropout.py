@@ -180,7 +180,6 @@ def exact_attention(
         or kwargs.get("position_bias") is not None
         or kwargs.get("softcap") is not None
         or getattr(module, "num_key_value_groups", 1) > 1
-        or not mt19937.available()
     ):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -266,31 +265,22 @@ def _uses_attention_interface(model: Any) -> bool:
 
 def for_run(
     model: Any, fast: bool, device_kind: str, compiled: bool = False
-) -> FastDropout | None:
-    """The dropout a run trains ``model`` with on a CPU: fast dropout where it is asked for,
-    else exact dropout where the kernel applies (``BERTUI_TORCH_DROPOUT=1`` keeps torch's own,
-    for benchmarks; so does ``compiled``: torch.compile traces torch's dropout, not a call
-    into a C library). None where nothing is swapped (a GPU, or torch's masks)."""
+) -> tuple[FastDropout | None, str | None]:
+    """The dropout a run trains ``model`` with, swapped in, and the worker.log line that says
+    which (None on a GPU). On a CPU: fast dropout where it is asked for, else exact dropout
+    where the kernel applies. ``BERTUI_TORCH_DROPOUT=1`` keeps torch's own (for benchmarks),
+    and so does ``compiled``: torch.compile traces torch's dropout, not a call into a C
+    library. The swap is None where nothing is swapped (a GPU, or torch's masks)."""
     if device_kind != "cpu":
-        return None
+        return None, None
     if fast:
-        return FastDropout.install(model)
-    if compiled or os.environ.get("BERTUI_TORCH_DROPOUT") == "1":
-        return None
-    swap = FastDropout.install(model, exact=True)
-    return swap if swap.active else None
-
-
-def describe_run(
-    swap: FastDropout | None, device_kind: str, compiled: bool = False
-) -> str | None:
-    """The worker.log line that says which dropout a CPU run trains with."""
-    if device_kind != "cpu":
-        return None
-    if swap is not None:
-        return f"{'exact' if swap.exact else 'fast'} dropout: {swap.describe()}"
+        swap = FastDropout.install(model)
+        return swap, f"fast dropout: {swap.describe()}"
     if compiled:
-        return "dropout: torch's bernoulli_ (--torch-compile)"
+        return None, "dropout: torch's bernoulli_ (--torch-compile)"
     if os.environ.get("BERTUI_TORCH_DROPOUT") == "1":
-        return "dropout: torch's bernoulli_ (BERTUI_TORCH_DROPOUT=1)"
-    return f"dropout: torch's bernoulli_ ({mt19937.status() or 'the model has no dropout'})"
+        return None, "dropout: torch's bernoulli_ (BERTUI_TORCH_DROPOUT=1)"
+    swap = FastDropout.install(model, exact=True)
+    if swap.active:
+        return swap, f"exact dropout: {swap.describe()}"
+    return None, f"dropout: torch's bernoulli_ ({mt19937.status() or 'the model has no dropout'})"

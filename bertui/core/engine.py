@@ -165,10 +165,10 @@ def load_model(ctx: RunContext) -> None:
     hyper = ctx.hyper
     # On a CPU: torch's dropout masks from bertui's kernel (the same numbers, faster), or fast
     # dropout where asked for (core.dropout).
-    from bertui.core.dropout import describe_run, for_run
+    from bertui.core.dropout import for_run
 
-    ctx.fast_dropout = for_run(model, hyper.fast_dropout, ctx.device.kind, hyper.torch_compile)
-    line = describe_run(ctx.fast_dropout, ctx.device.kind, hyper.torch_compile)
+    ctx.dropout_swap, line = for_run(model, hyper.fast_dropout, ctx.device.kind,
+                                     hyper.torch_compile)
     if line:
         ctx.rec.log(line)
     if hyper.learning_rate is None:

@@ -67,7 +67,7 @@ class RunContext:
     model: Any = None
     loading: dict[str, Any] = field(default_factory=dict)  # from_pretrained's loading info
     compacted: CompactedModel | None = None
-    fast_dropout: Any = None
+    dropout_swap: Any = None  # core.dropout: exact or fast dropout swapped in (undone at save)
     trainer: Any = None
     epoch_order: Any = None  # the trainer's EpochOrder callback
     samples_per_step: int = 1

@@ -148,8 +148,8 @@ class FineTuned(Arm):
         model = ctx.trainer.model
         if ctx.compacted is not None:
             ctx.compacted.expand(weight_decay_factor(ctx.trainer, ctx.compacted.compact.weight))
-        if ctx.fast_dropout is not None:
-            ctx.fast_dropout.undo()
+        if ctx.dropout_swap is not None:
+            ctx.dropout_swap.undo()
         model.config.id2label = dict(ctx.id2label)
         model.config.label2id = {v: k for k, v in ctx.id2label.items()}
         model.save_pretrained(str(self.model_dir), safe_serialization=True)

@@ -86,7 +86,7 @@ class Retrained(Arm):
         model.to(ctx.device.kind)
         own = dataclasses.replace(
             ctx, rec=ArmRecorder(ctx.rec, self.name, self.title), model=model, loading={},
-            compacted=None, fast_dropout=None, trainer=None, epoch_order=None, metrics={},
+            compacted=None, dropout_swap=None, trainer=None, epoch_order=None, metrics={},
             predictions={},
         )
         if ctx.compacted is not None:  # the splits are in the run's compact ids
@@ -94,8 +94,8 @@ class Retrained(Arm):
             own.compacted.shrink()
         from bertui.core.dropout import for_run
 
-        own.fast_dropout = for_run(model, ctx.hyper.fast_dropout, ctx.device.kind,
-                                   ctx.hyper.torch_compile)
+        own.dropout_swap, _ = for_run(model, ctx.hyper.fast_dropout, ctx.device.kind,
+                                      ctx.hyper.torch_compile)
         build_trainer(own, self.folder / CHECKPOINTS_DIR)
         return own
 
